@@ -1,0 +1,7 @@
+"""pyro_flowvi: normalizing-flow variational inference for Pyro."""
+
+from pyro_flowvi.flows import available_archs, build_flow, register_arch
+
+__version__ = "0.1.0"
+
+__all__ = ["__version__", "available_archs", "build_flow", "register_arch"]
