@@ -42,6 +42,14 @@ class MaskedLinear(nn.Linear):
             )
         self.register_buffer("mask", None if mask is None else mask.clone())
 
+    def reset_parameters(self) -> None:
+        if self.in_features == 0:  # only the bias acts (e.g. a coupling with nothing to condition on)
+            nn.init.zeros_(self.weight)
+            if self.bias is not None:
+                nn.init.uniform_(self.bias, -1.0, 1.0)
+            return
+        super().reset_parameters()
+
     def forward(self, x: Tensor) -> Tensor:
         weight = self.weight if self.mask is None else self.weight * self.mask
         return F.linear(x, weight, self.bias)

@@ -1,0 +1,55 @@
+"""The architecture registry: names, suggestions, custom builders, bad arguments."""
+
+import pyro.distributions as dist
+import pytest
+import torch
+
+from pyro_flowvi import available_archs, build_flow, register_arch
+from pyro_flowvi.transforms import AffineCoupling, FlowStack
+
+
+def test_known_archs_and_issue_example():
+    assert {"iaf", "maf", "realnvp", "sylvester", "planar", "radial"} <= set(available_archs())
+    flow = build_flow("iaf", dim=10, num_layers=4, hidden_dims=[64, 64])
+    q = dist.TransformedDistribution(dist.Normal(0.0, 1.0).expand([10]).to_event(1), flow)
+    z = q.rsample((256,))
+    assert q.log_prob(z).shape == (256,)
+    cflow = build_flow("realnvp", dim=10, context_dim=32, num_layers=6)
+    h = torch.randn(256, 32)
+    cq = dist.ConditionalTransformedDistribution(
+        dist.Normal(0.0, 1.0).expand([10]).to_event(1), [cflow]
+    ).condition(h)
+    assert cq.log_prob(cq.rsample()).shape == (256,)
+
+
+def test_unknown_arch_lists_known_names_and_closest_match():
+    with pytest.raises(ValueError) as err:
+        build_flow("realnpv", 3)
+    msg = str(err.value)
+    assert "'realnvp'" in msg and "Did you mean" in msg
+    for name in available_archs():
+        assert name in msg
+
+
+def test_register_custom_arch_and_overwrite_protection():
+    def single_coupling(dim, *, context_dim, num_layers, hidden_dims):
+        return FlowStack([AffineCoupling(dim, hidden_dims=hidden_dims, context_dim=context_dim)],
+                         context_dim)
+
+    register_arch("test-single-coupling", single_coupling, overwrite=True)
+    assert len(build_flow("test-single-coupling", 4, hidden_dims=[8])) == 1
+    with pytest.raises(ValueError, match="already registered"):
+        register_arch("test-single-coupling", single_coupling)
+
+
+def test_bad_arguments():
+    with pytest.raises(ValueError, match="dim must be a positive"):
+        build_flow("iaf", 0)
+    with pytest.raises(ValueError, match="num_layers"):
+        build_flow("iaf", 3, num_layers=0)
+    with pytest.raises(ValueError, match="permutation"):
+        build_flow("iaf", 3, permutation="shuffle")
+    with pytest.raises(ValueError, match="mask"):
+        build_flow("realnvp", 3, mask="checker")
+    with pytest.raises(TypeError, match="unexpected keyword"):
+        build_flow("realnvp", 3, num_hidden=5)
