@@ -57,6 +57,7 @@ class LULinear(FlowTransform):
     """
 
     permutation: Tensor
+    row_order: Tensor
 
     def __init__(self, dim: int, permutation: Tensor | None = None, bias: bool = True) -> None:
         super().__init__(dim)
@@ -64,6 +65,7 @@ class LULinear(FlowTransform):
         if sorted(perm.tolist()) != list(range(dim)):
             raise ValueError(f"LULinear: not a permutation of range({dim}): {perm.tolist()}")
         self.register_buffer("permutation", perm)
+        self.register_buffer("row_order", torch.argsort(perm))
         self.lower = nn.Parameter(torch.zeros(dim, dim))
         self.upper = nn.Parameter(torch.zeros(dim, dim))
         self.log_diag = nn.Parameter(torch.zeros(dim))
@@ -79,12 +81,12 @@ class LULinear(FlowTransform):
     def weight(self) -> Tensor:
         """The matrix ``W = P L U`` (rows of ``L U`` reordered by ``P``)."""
         lower, upper = self._factors()
-        return (lower @ upper)[torch.argsort(self.permutation)]
+        return (lower @ upper)[self.row_order]
 
     def _call_and_ladj(self, x: Tensor, context: Tensor | None) -> tuple[Tensor, Tensor]:
         lower, upper = self._factors()
         # y = P L U x + b, computed on row vectors: x U^T L^T, then rows permuted by P.
-        y = ((x @ upper.T) @ lower.T).index_select(-1, torch.argsort(self.permutation))
+        y = ((x @ upper.T) @ lower.T).index_select(-1, self.row_order)
         if self.bias is not None:
             y = y + self.bias
         return y, self.log_diag.sum().expand(x.shape[:-1])
