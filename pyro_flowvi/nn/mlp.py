@@ -25,9 +25,10 @@ class MaskedLinear(nn.Linear):
 
     Example:
         >>> layer = MaskedLinear(2, 2, mask=torch.eye(2))
-        >>> layer.weight.data.fill_(3.0); layer.bias.data.zero_()
-        >>> layer(torch.tensor([1.0, 2.0]))
-        tensor([3., 6.], grad_fn=<...>)
+        >>> with torch.no_grad():
+        ...     _ = layer.weight.fill_(3.0), layer.bias.zero_()
+        >>> layer(torch.tensor([1.0, 2.0])).tolist()
+        [3.0, 6.0]
     """
 
     mask: Tensor | None

@@ -23,6 +23,7 @@ from pyro_flowvi.transforms.coupling import (
 from pyro_flowvi.transforms.elementwise import AffineTransformer
 from pyro_flowvi.transforms.linear import LULinear, Permute
 from pyro_flowvi.transforms.pyro_layers import PyroLayer
+from pyro_flowvi.transforms.sylvester import ConditionalSylvester, Sylvester
 
 __all__ = [
     "ActNorm",
@@ -32,6 +33,7 @@ __all__ = [
     "ConditionalAffineAutoregressive",
     "ConditionalAffineCoupling",
     "ConditionalFlowTransform",
+    "ConditionalSylvester",
     "ConditionedFlow",
     "FlowStack",
     "FlowTransform",
@@ -39,6 +41,7 @@ __all__ = [
     "LULinear",
     "Permute",
     "PyroLayer",
+    "Sylvester",
     "conditional_iaf",
     "iaf",
     "maf",

@@ -108,6 +108,13 @@ class _OnePassCache:
             return last[2]
         return self._bound_forward(x)[1]
 
+    def __getstate__(self) -> dict:
+        # Cached tensors belong to someone's autograd graph: never copy or pickle them.
+        state = super().__getstate__()  # type: ignore[misc]
+        state["_last"] = None
+        state["_cached_x_y"] = (None, None)
+        return state
+
     def clear_cache(self) -> None:
         """Forget the cached ``(x, y)`` pair and log-det (forces recomputation)."""
         self._last = None
