@@ -80,9 +80,10 @@ class AffineTransformer:
         if self.scale == "sigmoid":
             gate = raw + self.sigmoid_bias
             sigma = torch.sigmoid(gate)
-            return sigma * x + (1 - sigma) * shift, F.logsigmoid(gate)
+            # sigma x + (1 - sigma) t = t + sigma (x - t): two fused kernels
+            return torch.addcmul(shift, sigma, x - shift), F.logsigmoid(gate)
         s, log_s = self._log_scale(raw)
-        return s * x + shift, log_s
+        return torch.addcmul(shift, s, x), log_s
 
     def inverse(self, y: Tensor, params: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor]:
         """``(x, log|dy/dx|)`` elementwise, the log-det being the forward map's."""

@@ -76,11 +76,17 @@ def householder_product(v: Tensor) -> Tensor:
                 [ 0.,  1.]])
     """
     dim = v.shape[-1]
-    q = torch.eye(dim, dtype=v.dtype, device=v.device).expand(v.shape[:-2] + (dim, dim))
-    for vk in v.unbind(-2):
-        coef = 2.0 / (vk * vk).sum(-1).clamp_min(torch.finfo(v.dtype).tiny)
-        qv = (q @ vk.unsqueeze(-1)) * coef[..., None, None]  # (..., D, 1)
-        q = q - qv @ vk.unsqueeze(-2)  # Q H_k = Q - 2 (Q v)(v^T) / |v|^2
+    unit = v * torch.rsqrt((v * v).sum(-1, keepdim=True).clamp_min(torch.finfo(v.dtype).tiny))
+    unit = unit * (torch.linalg.vector_norm(v, dim=-1, keepdim=True) > 0)  # zero v: H = I
+    eye = torch.eye(dim, dtype=v.dtype, device=v.device)
+    if v.dim() == 2:  # one set of vectors: rank-one updates Q <- Q - 2 (Q u) u^T
+        q = eye
+        for uk in unit.unbind(0):
+            q = torch.addr(q, q @ uk, uk, alpha=-2.0)
+        return q
+    q = eye.expand(v.shape[:-2] + (dim, dim))
+    for uk in unit.unbind(-2):
+        q = q - 2.0 * (q @ uk.unsqueeze(-1)) @ uk.unsqueeze(-2)
     return q
 
 
@@ -89,12 +95,15 @@ def _vecmat(v: Tensor, a: Tensor) -> Tensor:
     return (v.unsqueeze(-2) @ a).squeeze(-2)
 
 
-def _triangular(diag_raw: Tensor, upper: Tensor, m: int) -> Tensor:
-    """Upper-triangular ``(..., m, m)`` from a strict upper part and a ``tanh``-bounded diagonal."""
-    out = upper.new_zeros(upper.shape[:-1] + (m, m))
-    rows, cols = torch.triu_indices(m, m, 1, device=upper.device)
-    out[..., rows, cols] = upper
-    return out + torch.diag_embed(DIAG_BOUND * torch.tanh(diag_raw))
+def _triangular(diag_raw: Tensor, upper: Tensor, m: int, flat_index: Tensor) -> Tensor:
+    """Upper-triangular ``(..., m, m)`` from a strict upper part and a ``tanh``-bounded diagonal.
+
+    ``flat_index`` holds the row-major positions of the strict upper entries then the diagonal.
+    """
+    values = torch.cat([upper, DIAG_BOUND * torch.tanh(diag_raw)], dim=-1)
+    out = values.new_zeros(values.shape[:-1] + (m * m,))
+    out = out.index_copy(-1, flat_index, values)
+    return out.unflatten(-1, (m, m))
 
 
 class Sylvester(FlowTransform):
@@ -162,6 +171,7 @@ class Sylvester(FlowTransform):
     """
 
     permutation_matrix: Tensor  # T-SNF only
+    triangle_index: Tensor
     has_inverse = False
     ortho_iterations: int = 30
 
@@ -202,6 +212,9 @@ class Sylvester(FlowTransform):
                 raise ValueError(f"Sylvester: num_householder must be >= 1, got {k}")
             self.num_householder = int(k)
 
+        rows, cols = torch.triu_indices(m, m, 1)
+        diag = torch.arange(m)
+        self.register_buffer("triangle_index", torch.cat([rows * m + cols, diag * m + diag]))
         init = self._initial_values()
         self._shapes = {name: value.shape for name, value in init.items()}
         self.hypernet: MaskedMLP | None = None
@@ -257,8 +270,8 @@ class Sylvester(FlowTransform):
         """``Q, R, R~, b`` (batch shape of the context for a conditional layer, else ``()``)."""
         raw = self.raw_params(context)
         m = self.num_ortho_vectors
-        r = _triangular(raw["r_diag"], raw["r_upper"], m)
-        r_tilde = _triangular(raw["r_tilde_diag"], raw["r_tilde_upper"], m)
+        r = _triangular(raw["r_diag"], raw["r_upper"], m, self.triangle_index)
+        r_tilde = _triangular(raw["r_tilde_diag"], raw["r_tilde_upper"], m, self.triangle_index)
         if self.variant == "orthogonal":
             q = orthogonalize(raw["q_raw"], self.ortho_iterations)
         elif self.variant == "householder":
@@ -269,9 +282,17 @@ class Sylvester(FlowTransform):
 
     def _call_and_ladj(self, x: Tensor, context: Tensor | None) -> tuple[Tensor, Tensor]:
         q, r, r_tilde, b = self.params(context)
-        pre = _vecmat(_vecmat(x, q), r_tilde.mT) + b  # R~ Q^T x + b
-        h = torch.tanh(pre)
-        y = x + _vecmat(_vecmat(h, r.mT), q.mT)  # x + Q R h
+        if q.dim() == 2 and r.dim() == 2:
+            # One parameter set for the whole batch: fold it into two D x M matrices so the
+            # batch costs two GEMMs, x A + b and h B, with A = Q R~^T and B = R^T Q^T.
+            pre = torch.addmm(b, x.reshape(-1, self.dim), q @ r_tilde.mT)
+            h = torch.tanh(pre)
+            y = torch.addmm(x.reshape(-1, self.dim), h, r.mT @ q.mT).reshape(x.shape)
+            h = h.reshape(x.shape[:-1] + h.shape[-1:])
+        else:
+            pre = _vecmat(_vecmat(x, q), r_tilde.mT) + b  # R~ Q^T x + b
+            h = torch.tanh(pre)
+            y = x + _vecmat(_vecmat(h, r.mT), q.mT)  # x + Q R h
         diag = torch.diagonal(r, dim1=-2, dim2=-1) * torch.diagonal(r_tilde, dim1=-2, dim2=-1)
         ladj = torch.log1p(diag * (1.0 - h * h)).sum(-1)
         return y, ladj
