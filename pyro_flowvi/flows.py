@@ -31,6 +31,7 @@ __all__ = [
     "ArchBuilder",
     "available_archs",
     "build_flow",
+    "check_arch",
     "default_hidden_dims",
     "register_arch",
 ]
@@ -69,6 +70,19 @@ def available_archs() -> list[str]:
     return sorted(_REGISTRY)
 
 
+def check_arch(arch: str) -> str:
+    """Return the registry key for ``arch`` or raise a ``ValueError`` naming the closest match."""
+    key = arch.lower() if isinstance(arch, str) else arch
+    if key not in _REGISTRY:
+        close = difflib.get_close_matches(str(key), _REGISTRY, n=1, cutoff=0.0)
+        hint = f" Did you mean {close[0]!r}?" if close else ""
+        raise ValueError(
+            f"unknown architecture {arch!r}.{hint} Known architectures: "
+            f"{', '.join(available_archs())}. Add your own with register_arch(name, builder)."
+        )
+    return key
+
+
 def build_flow(
     arch: str,
     dim: int,
@@ -99,14 +113,7 @@ def build_flow(
         ...     torch.zeros(32))(torch.zeros(10)).shape
         torch.Size([10])
     """
-    key = arch.lower() if isinstance(arch, str) else arch
-    if key not in _REGISTRY:
-        close = difflib.get_close_matches(str(key), _REGISTRY, n=1, cutoff=0.0)
-        hint = f" Did you mean {close[0]!r}?" if close else ""
-        raise ValueError(
-            f"build_flow: unknown architecture {arch!r}.{hint} Known architectures: "
-            f"{', '.join(available_archs())}. Add your own with register_arch(name, builder)."
-        )
+    key = check_arch(arch)
     if int(dim) < 1:
         raise ValueError(f"build_flow: dim must be a positive integer, got {dim}")
     if int(num_layers) < 1:
