@@ -18,6 +18,7 @@ __all__ = ["SUBCOMMANDS", "build_parser", "main", "register_subcommand"]
 
 SUBCOMMANDS: dict[str, str] = {
     "moons": "pyro_flowvi.experiments.moons",
+    "posterior": "pyro_flowvi.experiments.posterior",
 }
 """Subcommand name -> module implementing ``HELP``, ``add_arguments`` and ``run``."""
 

@@ -6,6 +6,7 @@ import copy
 from collections.abc import Callable
 from typing import Any
 
+import pyro
 import pyro.distributions as dist
 import torch
 from pyro.distributions import constraints
@@ -24,6 +25,16 @@ __all__ = ["AutoFlowGuide"]
 
 BASES = ("diagonal", "full")
 WARM_STARTS = (None, "map", "laplace")
+
+ARCH_DEFAULTS: dict[str, dict[str, Any]] = {
+    "iaf": {"num_layers": 2, "min_hidden": 16, "activation": nn.SiLU},
+    "maf": {"num_layers": 2, "min_hidden": 16, "activation": nn.SiLU},
+    "realnvp": {"num_layers": 4, "min_hidden": 32, "activation": nn.SiLU},
+}
+"""Per-architecture defaults, used where the caller leaves ``num_layers``/``hidden_dims``/
+``activation`` unset: depth, one hidden layer of ``max(min_hidden, 2 D)`` units, SiLU.  Other
+archs: 4 layers and :func:`~pyro_flowvi.flows.default_hidden_dims`.  Measured on the banana,
+see :class:`AutoFlowGuide`."""
 
 
 class _PathDerivativePosterior(dist.TorchDistribution):
@@ -57,20 +68,29 @@ class AutoFlowGuide(AutoContinuous):
 
     .. math::
 
-        \\varepsilon \\sim \\mathcal N(0, I_D),\\quad u = \\mu + L\\varepsilon,\\quad z = f(u),
+        \\varepsilon \\sim \\mathcal N(0, I_D),\\quad u = f(\\varepsilon),\\quad z = \\mu + L u,
         \\qquad
-        \\log q(z) = \\log\\mathcal N(\\varepsilon) - \\log|\\det L| - \\log|\\det J_f(u)|,
+        \\log q(z) = \\log\\mathcal N(\\varepsilon) - \\log|\\det J_f(\\varepsilon)| - \\log|\\det L|,
 
     with ``L`` diagonal (``base="diagonal"``) or lower triangular (``base="full"``) and ``f`` a
     flow from the registry (``arch``), initialised at the identity: at step 0 the guide is the
     mean-field (or full-rank) Gaussian centred at ``init_loc_fn``'s point with scale
     ``init_scale``.  Sampling and ``log q`` of the guide's own samples take one pass.
 
+    The flow acts on whitened coordinates (before the affine map), so its conditioners see
+    unit-scale inputs whatever the posterior's scales.  The learnable affine parameters are
+    whitened too: ``L = L_0 L'`` (or ``s_0 s'``) and ``mu = P mu'``, where ``warm_start=
+    "laplace"`` starts ``mu`` at the MAP and sets ``L_0 = P`` to the Cholesky factor of the inverse
+    Hessian there (otherwise ``L_0 = init_scale I`` and ``P = I``).  This keeps correlations near
+    +-1 and scales 10^3 apart within reach of a few thousand Adam steps.
+
     Args:
         model: a Pyro model with continuous latents.
         arch: any registered architecture (``"iaf"``, ``"realnvp"``, ``"sylvester"``, ...).
-        num_layers: flow depth.
-        hidden_dims: conditioner widths (default ``[max(64, 2 D)] * 2``).
+        num_layers: flow depth (default from :data:`ARCH_DEFAULTS`, else 4).
+        hidden_dims: conditioner widths (default from :data:`ARCH_DEFAULTS`: one hidden layer of
+            ``max(16, 2 D)`` (iaf, maf) or ``max(32, 2 D)`` (realnvp) units; other archs
+            ``[max(64, 2 D)] * 2``).
         base: ``"diagonal"`` or ``"full"`` affine base before the flow.
         init_loc_fn: per-site initialisation of the base location.
         init_scale: initial base scale.
@@ -97,11 +117,11 @@ class AutoFlowGuide(AutoContinuous):
         model: Callable,
         arch: str = "iaf",
         *,
-        num_layers: int = 4,
+        num_layers: int | None = None,
         hidden_dims: list[int] | None = None,
         base: str = "diagonal",
         init_loc_fn: Callable = init_to_median,
-        init_scale: float = 0.1,
+        init_scale: float = 1.0,
         warm_start: str | None = None,
         warm_start_steps: int = 200,
         stl: bool = False,
@@ -115,15 +135,17 @@ class AutoFlowGuide(AutoContinuous):
         if not init_scale > 0:
             raise ValueError(f"AutoFlowGuide: init_scale must be positive, got {init_scale}")
         self.arch = arch
-        self.num_layers = num_layers
+        arch_defaults = ARCH_DEFAULTS.get(arch.lower(), {})
+        self.num_layers = arch_defaults.get("num_layers", 4) if num_layers is None else num_layers
         self.hidden_dims = hidden_dims
+        if "activation" in arch_defaults:
+            flow_options.setdefault("activation", arch_defaults["activation"])
         self.base = base
         self.init_scale = init_scale
         self.warm_start = warm_start
         self.warm_start_steps = warm_start_steps
         self.stl = stl
         self.flow_options = flow_options
-        self._frozen_flow: nn.Module | None = None
         super().__init__(model, init_loc_fn=init_loc_fn)
 
     # -- construction on first call -------------------------------------------------------------
@@ -138,25 +160,35 @@ class AutoFlowGuide(AutoContinuous):
                 ) from None
             raise
         dim = self.latent_dim
-        loc = self._init_loc()
-        if self.base == "diagonal":
-            scale: Tensor = torch.full_like(loc, self.init_scale)
-        else:
-            scale = self.init_scale * torch.eye(dim, dtype=loc.dtype, device=loc.device)
+        loc = self._init_loc().detach()
+        eye = torch.eye(dim, dtype=loc.dtype, device=loc.device)
+        precond = eye  # loc = loc0 + P delta
+        scale0 = self.init_scale * (torch.ones_like(loc) if self.base == "diagonal" else eye)
         if self.warm_start is not None:
             loc, cov = laplace_approximation(
-                self, loc, *args, steps=self.warm_start_steps, hessian=self.warm_start == "laplace",
-                **kwargs,
+                self, loc, *args, steps=self.warm_start_steps,
+                hessian=self.warm_start == "laplace", **kwargs,
             )
             if cov is not None:
-                scale = cov.diagonal().sqrt() if self.base == "diagonal" else torch.linalg.cholesky(
-                    cov)
-        self.loc = nn.Parameter(loc.detach())
+                chol = torch.linalg.cholesky(cov)
+                scale0 = cov.diagonal().sqrt() if self.base == "diagonal" else chol
+                precond = torch.diag(cov.diagonal().sqrt()) if self.base == "diagonal" else chol
+        # Learnable parts are in whitened units: scale = scale0 * factor (diagonal) or
+        # L0 @ L' (full), and loc = P @ loc_white with P the Laplace scale when warm-started.
+        # Only deterministic quantities are buffers, so param-store save/load round-trips.
+        self.register_buffer("precond", precond.detach().clone())
+        self.register_buffer("scale0", scale0.detach().clone())
+        loc_white = torch.linalg.solve_triangular(precond, loc.detach()[:, None], upper=False)
+        self.loc_white = PyroParam(loc_white[:, 0], constraints.real)
         if self.base == "diagonal":
-            self.scale = PyroParam(scale.detach(), constraints.softplus_positive)
+            self.scale_factor = PyroParam(torch.ones_like(loc), constraints.softplus_positive)
         else:
-            self.scale_tril = PyroParam(scale.detach(), constraints.softplus_lower_cholesky)
-        flow = build_flow(self.arch, dim, num_layers=self.num_layers, hidden_dims=self.hidden_dims,
+            self.scale_factor = PyroParam(eye.clone(), constraints.softplus_lower_cholesky)
+        hidden = self.hidden_dims
+        min_hidden = ARCH_DEFAULTS.get(self.arch.lower(), {}).get("min_hidden")
+        if hidden is None and min_hidden is not None:
+            hidden = [max(min_hidden, 2 * dim)]
+        flow = build_flow(self.arch, dim, num_layers=self.num_layers, hidden_dims=hidden,
                           **self.flow_options)
         if self.stl and not flow.has_inverse:
             raise ValueError(
@@ -166,38 +198,62 @@ class AutoFlowGuide(AutoContinuous):
             )
         self.flow = flow.to(device=loc.device, dtype=loc.dtype)
 
+    @property
+    def loc(self) -> Tensor:
+        """Location of the affine map: ``P @ loc_white``."""
+        return self.precond @ self.loc_white
+
+    @property
+    def scale(self) -> Tensor:
+        """Diagonal scale (``base="diagonal"``) or lower-triangular scale (``base="full"``)."""
+        if self.base == "diagonal":
+            return self.scale0 * self.scale_factor
+        return self.scale0 @ self.scale_factor
+
+    def forward(self, *args: Any, **kwargs: Any) -> dict[str, Tensor]:
+        if self.prototype_trace is None:
+            self._setup_prototype(*args, **kwargs)
+        # The flow is a plain nn.Module: sync it with the param store (values loaded into the
+        # store replace the module's tensors), so param-store save/load round-trips.
+        pyro.module(self._pyro_get_fullname("flow"), self._modules["flow"],
+                    update_module_params=True)
+        return super().forward(*args, **kwargs)
+
     # -- the posterior ---------------------------------------------------------------------------
     def get_base_dist(self) -> dist.TorchDistribution:
-        zeros = self.loc.new_zeros(self.latent_dim)
+        zeros = self.scale0.new_zeros(self.latent_dim)
         return dist.Normal(zeros, 1.0).to_event(1)
 
     def _affine(self, detach: bool = False) -> Transform:
-        loc = self.loc.detach() if detach else self.loc
+        loc, scale = self.loc, self.scale
+        if detach:
+            loc, scale = loc.detach(), scale.detach()
         if self.base == "diagonal":
-            scale = self.scale.detach() if detach else self.scale
-            return AffineTransform(loc, scale, event_dim=1)
-        tril = self.scale_tril.detach() if detach else self.scale_tril
-        return LowerCholeskyAffine(loc, tril)
+            return AffineTransform(loc, scale, event_dim=1, cache_size=1)
+        return LowerCholeskyAffine(loc, scale).with_cache(1)
 
     def get_transform(self, *args: Any, **kwargs: Any) -> Transform:
-        return torch.distributions.ComposeTransform([self._affine(), self.flow])
+        return torch.distributions.ComposeTransform([self.flow, self._affine()])
 
     def get_posterior(self, *args: Any, **kwargs: Any) -> dist.TorchDistribution:
-        live = dist.TransformedDistribution(self.get_base_dist(), [self._affine(), self.flow])
+        live = dist.TransformedDistribution(self.get_base_dist(), [self.flow, self._affine()])
         if not (self.stl and torch.is_grad_enabled()):
             return live
-        if self._frozen_flow is None:
-            self._frozen_flow = copy.deepcopy(self.flow).requires_grad_(False)
-        frozen_flow = self._frozen_flow
-        frozen_flow.load_state_dict(self.flow.state_dict())
+        flow = self.flow
+        frozen_flow = self.__dict__.get("_frozen_flow")  # deliberately not a registered submodule
+        if frozen_flow is None or frozen_flow.dim != flow.dim or next(
+                frozen_flow.parameters()).device != self.scale0.device:
+            frozen_flow = copy.deepcopy(flow).requires_grad_(False)
+            self.__dict__["_frozen_flow"] = frozen_flow
+        frozen_flow.load_state_dict(flow.state_dict())
         frozen = dist.TransformedDistribution(
-            self.get_base_dist(), [self._affine(detach=True), frozen_flow]
+            self.get_base_dist(), [frozen_flow, self._affine(detach=True)]
         )
         return _PathDerivativePosterior(live, frozen)
 
     # -- diagnostics ------------------------------------------------------------------------------
     def diagnose(self, *args: Any, num_samples: int = 4000, **kwargs: Any) -> DiagnosticReport:
-        """ELBO ± s.e., IS log-evidence, PSIS k-hat, IS ESS and the entropy decomposition
+        r"""ELBO ± s.e., IS log-evidence, PSIS k-hat, IS ESS and the entropy decomposition
         :math:`H[q] = H[\text{base}] + \mathbb E[\sum \log|\det J|]`
         (see :func:`pyro_flowvi.diagnostics.diagnose`)."""
         return diagnose(self.model, self, *args, num_samples=num_samples, **kwargs)

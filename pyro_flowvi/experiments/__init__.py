@@ -2,4 +2,4 @@
 ``add_arguments(parser)``, ``run(args) -> int``, plus a config dataclass and a Python entry point).
 """
 
-__all__ = ["moons"]
+__all__ = ["moons", "posterior"]
