@@ -17,6 +17,7 @@ import pyro_flowvi
 __all__ = ["SUBCOMMANDS", "build_parser", "main", "register_subcommand"]
 
 SUBCOMMANDS: dict[str, str] = {
+    "banana": "pyro_flowvi.experiments.banana",
     "moons": "pyro_flowvi.experiments.moons",
     "posterior": "pyro_flowvi.experiments.posterior",
 }
