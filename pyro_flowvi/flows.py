@@ -18,7 +18,7 @@ from pyro.distributions.transforms import ConditionalPlanar, ConditionalRadial, 
 from pyro.nn import DenseNN
 from torch import Tensor, nn
 
-from pyro_flowvi.nn.masks import alternating_mask, random_mask
+from pyro_flowvi.nn.masks import alternating_mask, half_mask, random_mask
 from pyro_flowvi.transforms.actnorm import ActNorm
 from pyro_flowvi.transforms.autoregressive import AffineAutoregressive
 from pyro_flowvi.transforms.base import ConditionalFlowTransform, FlowStack, FlowTransform, Inverted
@@ -199,7 +199,7 @@ def realnvp_flow(
     context_dim: int | None,
     num_layers: int,
     hidden_dims: Sequence[int],
-    mask: str = "alternate",
+    mask: str = "halves",
     scale: str = "exp",
     max_log_scale: float | None = 2.0,
     actnorm: bool = False,
@@ -207,14 +207,22 @@ def realnvp_flow(
     activation: Callable[[], nn.Module] = nn.ELU,
     seed: int = 0,
 ) -> FlowStack:
-    """RealNVP: affine coupling layers with alternating (or random) masks."""
+    """RealNVP: affine coupling layers with alternating masks.
+
+    ``mask="halves"`` (default) alternates passing the first and the second half through (free
+    views, no gathers); ``"alternate"`` alternates even and odd features; ``"random"`` draws a
+    random half per layer (seeded).
+    """
     gen = torch.Generator().manual_seed(seed)
-    if mask == "alternate":
+    if mask == "halves":
+        masks = [half_mask(dim, k) for k in range(num_layers)]
+    elif mask == "alternate":
         masks = [alternating_mask(dim, k) for k in range(num_layers)]
     elif mask == "random":
         masks = [random_mask(dim, gen) for _ in range(num_layers)]
     else:
-        raise ValueError(f"realnvp: unknown mask {mask!r}: use 'alternate' or 'random'")
+        raise ValueError(
+            f"realnvp: unknown mask {mask!r}: use 'halves', 'alternate' or 'random'")
     layers: list[FlowTransform] = [
         AffineCoupling(dim, m, hidden_dims, context_dim, scale, max_log_scale, activation)
         for m in masks

@@ -13,6 +13,7 @@ from torch import Tensor
 
 __all__ = [
     "alternating_mask",
+    "half_mask",
     "connectivity",
     "hidden_degrees",
     "input_degrees",
@@ -90,6 +91,21 @@ def alternating_mask(dim: int, parity: int) -> Tensor:
         tensor([ True, False,  True, False,  True])
     """
     return (torch.arange(dim) % 2) == (parity % 2)
+
+
+def half_mask(dim: int, parity: int) -> Tensor:
+    """Coupling mask passing the first ``ceil(D/2)`` (``parity=0``) or the last ``floor(D/2)``
+    features through; alternating the parity transforms every feature every two layers.
+
+    Contiguous blocks need no gather/scatter in :class:`~pyro_flowvi.transforms.AffineCoupling`.
+
+    Example:
+        >>> half_mask(5, 0), half_mask(5, 1)
+        (tensor([ True,  True,  True, False, False]), tensor([False, False, False,  True,  True]))
+    """
+    head = (dim + 1) // 2
+    mask = torch.arange(dim) < head
+    return mask if parity % 2 == 0 else ~mask
 
 
 def random_mask(dim: int, generator: torch.Generator | None = None) -> Tensor:

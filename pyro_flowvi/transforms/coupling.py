@@ -68,6 +68,13 @@ class AffineCoupling(FlowTransform):
         self.register_buffer("identity_index", identity)
         self.register_buffer("transformed_index", transformed)
         self.register_buffer("merge_index", torch.argsort(torch.cat([identity, transformed])))
+        # A mask that passes a leading or trailing block through needs no gathers at all.
+        n_id = identity.numel()
+        self._block: str | None = None
+        if torch.equal(identity, torch.arange(n_id)):
+            self._block = "head"
+        elif torch.equal(identity, torch.arange(dim - n_id, dim)):
+            self._block = "tail"
         self.transformer = AffineTransformer(scale, max_log_scale)
         self.conditioner = MaskedMLP(
             identity.numel(),
@@ -87,13 +94,24 @@ class AffineCoupling(FlowTransform):
     def _couple(
         self, v: Tensor, context: Tensor | None, inverse: bool
     ) -> tuple[Tensor, Tensor]:
-        v_id = v.index_select(-1, self.identity_index)
-        v_tr = v.index_select(-1, self.transformed_index)
+        n_id = self.identity_index.numel()
+        if self._block is None:  # scattered mask: gather both halves, scatter back
+            v_id = v.index_select(-1, self.identity_index)
+            v_tr = v.index_select(-1, self.transformed_index)
+        elif self._block == "head":  # identity features first: free views
+            v_id, v_tr = v.split([n_id, self.dim - n_id], dim=-1)
+        else:
+            v_tr, v_id = v.split([self.dim - n_id, n_id], dim=-1)
         shift, raw = self.conditioner(v_id, context).unbind(-2)
         step = self.transformer.inverse if inverse else self.transformer.forward
         out_tr, log_s = step(v_tr, (shift, raw))
         v_id = v_id.expand(out_tr.shape[:-1] + v_id.shape[-1:])
-        out = torch.cat([v_id, out_tr], dim=-1).index_select(-1, self.merge_index)
+        if self._block is None:
+            out = torch.cat([v_id, out_tr], dim=-1).index_select(-1, self.merge_index)
+        elif self._block == "head":
+            out = torch.cat([v_id, out_tr], dim=-1)
+        else:
+            out = torch.cat([out_tr, v_id], dim=-1)
         return out, log_s.sum(-1)
 
     def _call_and_ladj(self, x: Tensor, context: Tensor | None) -> tuple[Tensor, Tensor]:

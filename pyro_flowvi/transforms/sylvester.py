@@ -76,8 +76,8 @@ def householder_product(v: Tensor) -> Tensor:
                 [ 0.,  1.]])
     """
     dim = v.shape[-1]
+    # a zero v stays zero (0 * rsqrt(tiny) = 0), giving H = I
     unit = v * torch.rsqrt((v * v).sum(-1, keepdim=True).clamp_min(torch.finfo(v.dtype).tiny))
-    unit = unit * (torch.linalg.vector_norm(v, dim=-1, keepdim=True) > 0)  # zero v: H = I
     eye = torch.eye(dim, dtype=v.dtype, device=v.device)
     if v.dim() == 2:  # one set of vectors: rank-one updates Q <- Q - 2 (Q u) u^T
         q = eye
