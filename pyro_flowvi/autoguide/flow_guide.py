@@ -50,11 +50,13 @@ class _PathDerivativePosterior(dist.TorchDistribution):
     has_rsample = True
     support = constraints.real_vector
 
-    def __init__(self, live: dist.TransformedDistribution, frozen: dist.TransformedDistribution):
+    def __init__(
+        self, live: dist.TransformedDistribution, frozen: dist.TransformedDistribution
+    ) -> None:
         self.live, self.frozen = live, frozen
         super().__init__(live.batch_shape, live.event_shape, validate_args=False)
 
-    def rsample(self, sample_shape: torch.Size = torch.Size()) -> Tensor:
+    def rsample(self, sample_shape: torch.Size = torch.Size()) -> Tensor:  # noqa: B008
         return self.live.rsample(sample_shape)
 
     def log_prob(self, value: Tensor) -> Tensor:
@@ -98,6 +100,7 @@ class AutoFlowGuide(AutoContinuous):
             and scale from a Laplace approximation at the MAP), run on the first call.
         warm_start_steps: optimiser iterations for the warm start.
         stl: use the sticking-the-landing (path-derivative) gradient; needs an invertible arch.
+        flow_options: passed to :func:`~pyro_flowvi.build_flow` (``scale``, ``permutation``...).
 
     Defaults (measured on ``Banana(a=1, b, sigma=0.5)``, log Z = 0, with the issue's optimiser:
     ``Trace_ELBO(num_particles=8, vectorize_particles=True)``, Adam lr ``5e-3``, 3000 steps; KL
@@ -121,7 +124,6 @@ class AutoFlowGuide(AutoContinuous):
 
     The issue's bars (KL < 0.02 / 0.05 and k-hat < 0.5 on every seed) are *not* met by any guide
     at these optimiser settings.
-        flow_options: passed to :func:`~pyro_flowvi.build_flow` (``scale``, ``permutation``...).
 
     Example:
         >>> import pyro.distributions as dist

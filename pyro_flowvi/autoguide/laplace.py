@@ -7,9 +7,9 @@ from typing import Any
 
 import pyro.poutine as poutine
 import torch
-from torch.distributions import biject_to
 from pyro.infer.autoguide import AutoContinuous
 from torch import Tensor
+from torch.distributions import biject_to
 
 __all__ = ["laplace_approximation", "unconstrained_log_joint"]
 
