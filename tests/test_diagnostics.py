@@ -34,11 +34,8 @@ S0, S = 2.0, 1.5  # prior sd of mu, observation sd
 
 
 @pytest.fixture(autouse=True)
-def _float64():
-    old = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
+def _float64(float64):
     yield
-    torch.set_default_dtype(old)
 
 
 def data(n=10):

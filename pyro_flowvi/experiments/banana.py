@@ -50,6 +50,7 @@ import pyro_flowvi
 from pyro_flowvi import AutoFlowGuide
 from pyro_flowvi.autoguide.flow_guide import ARCH_DEFAULTS
 from pyro_flowvi.diagnostics import importance_log_weights, psis_khat
+from pyro_flowvi.experiments.common import config_values, torch_threads
 from pyro_flowvi.flows import available_archs, default_hidden_dims
 from pyro_flowvi.targets import Banana
 
@@ -437,13 +438,8 @@ def _plot_traces(traces: dict[str, list[np.ndarray]], path: Path, smooth: int = 
 def run_banana(config: BananaConfig | None = None) -> dict[str, Any]:
     """Run every guide on every seed, write ``metrics.json`` and the figures, return metrics."""
     cfg = config or BananaConfig()
-    previous = torch.get_num_threads()
-    if cfg.num_threads is not None:
-        torch.set_num_threads(cfg.num_threads)
-    try:
+    with torch_threads(cfg.num_threads):
         return _run(cfg)
-    finally:
-        torch.set_num_threads(previous)
 
 
 def _run(cfg: BananaConfig) -> dict[str, Any]:
@@ -561,10 +557,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def config_from_args(args: argparse.Namespace) -> BananaConfig:
     """Build a :class:`BananaConfig` from parsed :func:`add_arguments` options."""
-    names = {f.name for f in dataclasses.fields(BananaConfig)}
-    values = {k: v for k, v in vars(args).items() if k in names}
-    values["guide_options"] = dict(values.get("guide_options") or [])
-    return BananaConfig(**values)
+    return BananaConfig(**config_values(BananaConfig, args, ("guide_options",)))
 
 
 def run(args: argparse.Namespace) -> int:

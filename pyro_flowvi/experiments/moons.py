@@ -36,6 +36,7 @@ from tqdm.auto import tqdm
 import pyro_flowvi
 from pyro_flowvi import build_flow
 from pyro_flowvi.data.moons import DEFAULT_NOISE, make_moons, moons_entropy, moons_log_density
+from pyro_flowvi.experiments.common import config_values, torch_threads
 from pyro_flowvi.plotting import (
     plot_density,
     plot_grid_deformation,
@@ -192,13 +193,8 @@ def run_moons(config: MoonsConfig | None = None) -> dict[str, Any]:
     """Run the experiment, write ``metrics.json`` and the figures, and return the metrics."""
     cfg = config or MoonsConfig()
     device = resolve_device(cfg.device)
-    previous = torch.get_num_threads()
-    if cfg.num_threads is not None and device.type == "cpu":
-        torch.set_num_threads(cfg.num_threads)
-    try:
+    with torch_threads(cfg.num_threads if device.type == "cpu" else None):
         return _run(cfg, device)
-    finally:
-        torch.set_num_threads(previous)
 
 
 def _run(cfg: MoonsConfig, device: torch.device) -> dict[str, Any]:
@@ -379,10 +375,7 @@ def _flow_option(text: str) -> tuple[str, Any]:
 
 def config_from_args(args: argparse.Namespace) -> MoonsConfig:
     """Build a :class:`MoonsConfig` from parsed :func:`add_arguments` options."""
-    names = {f.name for f in dataclasses.fields(MoonsConfig)}
-    values = {k: v for k, v in vars(args).items() if k in names}
-    values["flow_options"] = dict(values.get("flow_options") or [])
-    return MoonsConfig(**values)
+    return MoonsConfig(**config_values(MoonsConfig, args, ("flow_options",)))
 
 
 def run(args: argparse.Namespace) -> int:

@@ -51,6 +51,7 @@ from pyro.poutine.util import prune_subsample_sites
 import pyro_flowvi
 from pyro_flowvi import AutoFlowGuide
 from pyro_flowvi.autoguide.training import fit_svi
+from pyro_flowvi.experiments.common import config_values, torch_threads
 from pyro_flowvi.models import BayesianModel, eight_schools_centered, logistic_regression
 
 __all__ = [
@@ -356,13 +357,8 @@ def run_posterior(config: PosteriorConfig | None = None) -> dict[str, Any]:
     cfg = config or PosteriorConfig()
     if cfg.name not in MODELS:
         raise ValueError(f"posterior: unknown model {cfg.name!r}; one of {sorted(MODELS)}")
-    previous = torch.get_num_threads()
-    if cfg.num_threads is not None:
-        torch.set_num_threads(cfg.num_threads)
-    try:
+    with torch_threads(cfg.num_threads):
         return _run(cfg)
-    finally:
-        torch.set_num_threads(previous)
 
 
 def _run(cfg: PosteriorConfig) -> dict[str, Any]:
@@ -469,8 +465,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def config_from_args(args: argparse.Namespace) -> PosteriorConfig:
     """Build a :class:`PosteriorConfig` from parsed :func:`add_arguments` options."""
-    names = {f.name for f in dataclasses.fields(PosteriorConfig)}
-    values = {k: v for k, v in vars(args).items() if k in names}
+    values = config_values(PosteriorConfig, args)
     if values.get("out") is None:
         values["out"] = f"{PosteriorConfig.out}/{args.name}"
     arch = getattr(args, "arch", None)

@@ -58,14 +58,6 @@ def fit(model, guide, args, steps, lr=1e-2, particles=16):
     return fit_svi(svi, *args, num_steps=steps, progress=False)
 
 
-@pytest.fixture
-def float64():
-    old = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    yield
-    torch.set_default_dtype(old)
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("arch", ["iaf", "realnvp"])
 def test_conjugate_posterior_and_evidence(arch, float64):
