@@ -50,7 +50,7 @@ import pyro_flowvi
 from pyro_flowvi import AutoFlowGuide
 from pyro_flowvi.autoguide.flow_guide import ARCH_DEFAULTS
 from pyro_flowvi.diagnostics import importance_log_weights, psis_khat
-from pyro_flowvi.experiments.common import config_values, torch_threads
+from pyro_flowvi.experiments.common import config_values, key_value_option, torch_threads
 from pyro_flowvi.flows import available_archs, default_hidden_dims
 from pyro_flowvi.targets import Banana
 
@@ -515,17 +515,6 @@ def format_report(metrics: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _option(text: str) -> tuple[str, Any]:
-    key, sep, raw = text.partition("=")
-    if not sep or not key:
-        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
-    try:
-        value = json.loads(raw)
-    except json.JSONDecodeError:
-        value = raw
-    return key.strip().replace("-", "_"), value
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the ``banana`` options (defaults from :class:`BananaConfig`) to ``parser``."""
     d = BananaConfig()
@@ -540,7 +529,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     a("--num-particles", type=int, default=d.num_particles,
       help="vectorised ELBO particles (default %(default)s)")
     a("--lr", type=float, default=d.lr, help="Adam learning rate (default %(default)s)")
-    a("--guide-option", dest="guide_options", action="append", type=_option, default=[],
+    a("--guide-option", dest="guide_options", action="append", type=key_value_option, default=[],
       metavar="KEY=VALUE", help="extra AutoFlowGuide keyword for the flow guides, VALUE parsed "
       "as JSON if it can be (e.g. num_layers=2, scale=softplus); repeatable")
     a("--num-eval", type=int, default=d.num_eval,

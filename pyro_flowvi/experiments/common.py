@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
 import torch
 
-__all__ = ["config_values", "torch_threads"]
+__all__ = ["config_values", "key_value_option", "torch_threads"]
 
 C = TypeVar("C")
 
@@ -38,3 +39,20 @@ def config_values(config_cls: type[C], args: argparse.Namespace,
     for name in mapping_fields:
         values[name] = dict(values.get(name) or [])
     return values
+
+
+def key_value_option(text: str) -> tuple[str, Any]:
+    """Parse a repeatable ``KEY=VALUE`` CLI option; ``VALUE`` is JSON when it parses, else a string.
+
+    Example:
+        >>> key_value_option("max-log-scale=2.0")
+        ('max_log_scale', 2.0)
+    """
+    key, sep, raw = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    try:
+        value = json.loads(raw)
+    except json.JSONDecodeError:
+        value = raw
+    return key.strip().replace("-", "_"), value

@@ -36,7 +36,7 @@ from tqdm.auto import tqdm
 import pyro_flowvi
 from pyro_flowvi import build_flow
 from pyro_flowvi.data.moons import DEFAULT_NOISE, make_moons, moons_entropy, moons_log_density
-from pyro_flowvi.experiments.common import config_values, torch_threads
+from pyro_flowvi.experiments.common import config_values, key_value_option, torch_threads
 from pyro_flowvi.plotting import (
     plot_density,
     plot_grid_deformation,
@@ -342,7 +342,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
       help="soft clamp of the coupling log-scales (default: the architecture's)")
     a("--actnorm", action=argparse.BooleanOptionalAction, default=d.actnorm,
       help="ActNorm before every flow layer (default %(default)s)")
-    a("--flow-option", dest="flow_options", action="append", type=_flow_option, default=[],
+    a("--flow-option", dest="flow_options", action="append", type=key_value_option, default=[],
       metavar="KEY=VALUE", help="extra build_flow option, VALUE parsed as JSON if it can be "
       "(e.g. linear=lu, scale=softplus); repeatable")
     a("--num-train", type=int, default=d.num_train,
@@ -360,17 +360,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     a("--threads", dest="num_threads", type=int, default=d.num_threads,
       help="torch CPU threads during the run (default %(default)s)")
     a("--no-progress", dest="progress", action="store_false", help="hide the progress bar")
-
-
-def _flow_option(text: str) -> tuple[str, Any]:
-    key, sep, raw = text.partition("=")
-    if not sep or not key:
-        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
-    try:
-        value = json.loads(raw)
-    except json.JSONDecodeError:
-        value = raw
-    return key.strip().replace("-", "_"), value
 
 
 def config_from_args(args: argparse.Namespace) -> MoonsConfig:
