@@ -54,16 +54,48 @@ class _PathDerivativePosterior(dist.TorchDistribution):
     support = constraints.real_vector
 
     def __init__(
-        self, live: dist.TransformedDistribution, frozen: dist.TransformedDistribution
+        self,
+        live: dist.TransformedDistribution,
+        frozen: Callable[[], dist.TransformedDistribution],
     ) -> None:
-        self.live, self.frozen = live, frozen
+        # ``frozen`` is built on first use, after ``rsample``: a flow with data-dependent
+        # initialisation (ActNorm) has then initialised the live parameters the copy shares.
+        self.live, self._make_frozen = live, frozen
+        self._frozen: dist.TransformedDistribution | None = None
         super().__init__(live.batch_shape, live.event_shape, validate_args=False)
 
     def rsample(self, sample_shape: torch.Size = torch.Size()) -> Tensor:  # noqa: B008
         return self.live.rsample(sample_shape)
 
     def log_prob(self, value: Tensor) -> Tensor:
-        return self.frozen.log_prob(value)
+        if self._frozen is None:
+            self._frozen = self._make_frozen()
+        return self._frozen.log_prob(value)
+
+
+def detached_twin(module: nn.Module) -> nn.Module:
+    """A copy of ``module`` whose parameters are detached views of the live ones.
+
+    The twin shares storage with ``module`` (parameters through ``detach()``, buffers as the same
+    tensors), so in-place optimiser updates reach it with no copy, while gradients cannot flow
+    into the live parameters through it.
+
+    Example:
+        >>> live = nn.Linear(2, 2)
+        >>> twin = detached_twin(live)
+        >>> with torch.no_grad():
+        ...     _ = live.weight.add_(1.0)
+        >>> torch.equal(twin.weight, live.weight), twin.weight.requires_grad
+        (True, False)
+    """
+    twin = copy.deepcopy(module)
+    for twin_mod, live_mod in zip(twin.modules(), module.modules(), strict=True):
+        for name, param in live_mod._parameters.items():
+            if param is not None:
+                twin_mod._parameters[name] = nn.Parameter(param.detach(), requires_grad=False)
+        for name, buf in live_mod._buffers.items():
+            twin_mod._buffers[name] = buf
+    return twin
 
 
 class AutoFlowGuide(AutoContinuous):
@@ -260,37 +292,46 @@ class AutoFlowGuide(AutoContinuous):
         zeros = self.scale0.new_zeros(self.latent_dim)
         return dist.Normal(zeros, 1.0).to_event(1)
 
-    def _affine(self, detach: bool = False) -> Transform:
-        loc, scale = self.loc, self.scale
-        if detach:
-            loc, scale = loc.detach(), scale.detach()
+    def _affine(self, loc: Tensor | None = None, scale: Tensor | None = None) -> Transform:
+        """The affine map ``z = loc + L u`` (defaults: the live ``self.loc``, ``self.scale``)."""
+        loc = self.loc if loc is None else loc
+        scale = self.scale if scale is None else scale
         if self.base == "diagonal":
             return AffineTransform(loc, scale, event_dim=1, cache_size=1)
         return LowerCholeskyAffine(loc, scale).with_cache(1)
 
     def get_transform(self, *args: Any, **kwargs: Any) -> Transform:
-        return torch.distributions.ComposeTransform([self.flow, self._affine()])
+        return torch.distributions.ComposeTransform([self._modules["flow"], self._affine()])
 
     def get_posterior(self, *args: Any, **kwargs: Any) -> dist.TorchDistribution:
-        return dist.TransformedDistribution(self.get_base_dist(), [self.flow, self._affine()])
+        # ``_modules["flow"]``, not ``self.flow``: PyroModule's attribute access would register
+        # the flow with pyro.module a second time per step (``forward`` has already synced it).
+        return dist.TransformedDistribution(self.get_base_dist(),
+                                            [self._modules["flow"], self._affine()])
 
-    def _detached_posterior(self) -> dist.TorchDistribution:
-        """The posterior under a parameter-detached copy of the flow and base (for STL)."""
-        flow = self.flow
-        frozen_flow = self.__dict__.get("_frozen_flow")  # deliberately not a registered submodule
-        if frozen_flow is None or frozen_flow.dim != flow.dim or next(
-                frozen_flow.parameters()).device != self.scale0.device:
-            frozen_flow = copy.deepcopy(flow).requires_grad_(False)
-            self.__dict__["_frozen_flow"] = frozen_flow
-        frozen_flow.load_state_dict(flow.state_dict())
-        return dist.TransformedDistribution(
-            self.get_base_dist(), [frozen_flow, self._affine(detach=True)]
-        )
+    def _frozen_flow(self) -> nn.Module:
+        """The flow's :func:`detached_twin`, rebuilt only when its tensors are replaced."""
+        flow = self._modules["flow"]
+        live = (*flow.parameters(), *flow.buffers())
+        cached = self.__dict__.get("_frozen_flow_cache")  # deliberately not a registered submodule
+        if cached is None or len(cached[0]) != len(live) or any(
+                a is not b for a, b in zip(cached[0], live, strict=True)):
+            cached = (live, detached_twin(flow))
+            self.__dict__["_frozen_flow_cache"] = cached
+        return cached[1]
 
     def sample_latent(self, *args: Any, **kwargs: Any) -> Tensor:
-        posterior = self.get_posterior(*args, **kwargs)
+        loc, scale = self.loc, self.scale
+        posterior = dist.TransformedDistribution(
+            self.get_base_dist(), [self._modules["flow"], self._affine(loc, scale)])
         if self.stl and torch.is_grad_enabled():
-            posterior = _PathDerivativePosterior(posterior, self._detached_posterior())
+
+            def detached() -> dist.TorchDistribution:
+                return dist.TransformedDistribution(
+                    self.get_base_dist(),
+                    [self._frozen_flow(), self._affine(loc.detach(), scale.detach())])
+
+            posterior = _PathDerivativePosterior(posterior, detached)
         return pyro.sample(f"_{self._pyro_name}_latent", posterior, infer={"is_auxiliary": True})
 
     # -- diagnostics ------------------------------------------------------------------------------

@@ -41,7 +41,7 @@ from pyro.infer.autoguide import (
     AutoNormal,
     AutoNormalizingFlow,
 )
-from pyro.optim import Adam
+from pyro.optim import Adam, ClippedAdam, PyroOptim
 from torch import Tensor
 from torch.distributions import TransformedDistribution
 from tqdm.auto import tqdm
@@ -57,6 +57,7 @@ from pyro_flowvi.targets import Banana
 __all__ = [
     "DEFAULT_GUIDES",
     "FLOW_GUIDES",
+    "make_optimizer",
     "HELP",
     "STOCK_GUIDES",
     "BananaConfig",
@@ -142,6 +143,7 @@ class BananaConfig:
     steps: int = 3000
     num_particles: int = 8
     lr: float = 5e-3
+    lr_decay: float = 1.0
     guide_options: dict[str, Any] = dataclasses.field(default_factory=dict)
     num_eval: int = 20_000
     num_entropy: int = 20_000
@@ -187,6 +189,25 @@ def make_guide(name: str, model: Callable, **guide_options: Any) -> AutoGuide | 
     return AutoFlowGuide(model, arch=name, **guide_options)
 
 
+def make_optimizer(cfg: BananaConfig) -> PyroOptim:
+    """Adam at ``cfg.lr``; with ``cfg.lr_decay < 1`` the rate decays geometrically to
+    ``cfg.lr * cfg.lr_decay`` at the last step (the same schedule for every guide):
+
+    .. math:: \\eta_t = \\eta_0\\, \\rho^{t / T}, \\qquad \\rho = \\texttt{lr\\_decay}.
+
+    Example:
+        >>> make_optimizer(BananaConfig(lr_decay=0.1)).pt_optim_constructor.__name__
+        'ClippedAdam'
+    """
+    if not 0.0 < cfg.lr_decay <= 1.0:
+        raise ValueError(f"banana: lr_decay must be in (0, 1], got {cfg.lr_decay}")
+    if cfg.lr_decay == 1.0:
+        return Adam({"lr": cfg.lr})
+    # ClippedAdam multiplies the rate by lrd every step; clip_norm is set high enough to be inert.
+    lrd = cfg.lr_decay ** (1.0 / max(cfg.steps, 1))
+    return ClippedAdam({"lr": cfg.lr, "lrd": lrd, "clip_norm": 1e6})
+
+
 def fit_guide(
     name: str,
     cfg: BananaConfig,
@@ -208,7 +229,7 @@ def fit_guide(
         return None
     elbo = Trace_ELBO(num_particles=cfg.num_particles, vectorize_particles=True,
                       max_plate_nesting=0)
-    svi = SVI(model, guide, Adam({"lr": cfg.lr}), elbo)
+    svi = SVI(model, guide, make_optimizer(cfg), elbo)
     losses = np.empty(cfg.steps)
     bar = tqdm(range(cfg.steps), desc=f"b={cfg.b:g} {name} seed {seed}", leave=False,
                disable=not cfg.progress, file=sys.stderr)
@@ -529,6 +550,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     a("--num-particles", type=int, default=d.num_particles,
       help="vectorised ELBO particles (default %(default)s)")
     a("--lr", type=float, default=d.lr, help="Adam learning rate (default %(default)s)")
+    a("--lr-decay", type=float, default=d.lr_decay, help="final / initial learning rate, a "
+      "geometric decay applied to every guide alike (default %(default)s: constant)")
     a("--guide-option", dest="guide_options", action="append", type=key_value_option, default=[],
       metavar="KEY=VALUE", help="extra AutoFlowGuide keyword for the flow guides, VALUE parsed "
       "as JSON if it can be (e.g. num_layers=2, scale=softplus); repeatable")

@@ -1,6 +1,7 @@
 """AutoFlowGuide: closed-form posteriors, the entropy identity, ELBO variants, Pyro plumbing
 and every error case."""
 
+import copy
 import math
 
 import pyro
@@ -248,6 +249,38 @@ def test_stl_gradient_vanishes_at_the_exact_posterior(float64):
     assert grads[True].abs().max() < 1e-10
     assert grads[False].abs().max() > 1e-3
 
+
+
+def test_stl_twin_tracks_the_live_flow_across_steps(float64):
+    """The STL scoring copy shares storage with the live flow: after optimiser steps (and an
+    ActNorm data-dependent init) its log q equals the live posterior's, and a param-store load
+    that replaces the flow's tensors rebuilds it."""
+    def model():
+        pyro.sample("z", dist.Normal(torch.tensor([1.0, -2.0, 0.0]), 1.0).to_event(1))
+
+    guide = AutoFlowGuide(model, arch="realnvp", num_layers=2, hidden_dims=[8], stl=True,
+                          actnorm=True)
+    svi = SVI(model, guide, Adam({"lr": 0.05}), Trace_ELBO(num_particles=4))
+    for _ in range(5):
+        svi.step()
+    z = torch.randn(7, 3)
+    live = guide.get_posterior().log_prob(z)
+    twin = guide._frozen_flow()
+    frozen = dist.TransformedDistribution(guide.get_base_dist(), [twin, guide._affine()])
+    torch.testing.assert_close(frozen.log_prob(z), live)
+    assert not any(p.requires_grad for p in twin.parameters())
+    state = copy.deepcopy(pyro.get_param_store().get_state())
+    for name, value in state["params"].items():
+        if ".flow." in name:
+            value.data.add_(0.1)
+    pyro.clear_param_store()
+    pyro.get_param_store().set_state(state)
+    guide()  # pyro.module(update_module_params=True) installs the loaded (new) tensors
+    assert guide._frozen_flow() is not twin
+    frozen = dist.TransformedDistribution(guide.get_base_dist(),
+                                          [guide._frozen_flow(), guide._affine()])
+    live = guide.get_posterior().log_prob(z)
+    torch.testing.assert_close(frozen.log_prob(z), live)
 
 @pytest.mark.cuda
 def test_guide_on_cuda():
