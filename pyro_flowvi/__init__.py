@@ -1,8 +1,15 @@
 """pyro_flowvi: normalizing-flow variational inference for Pyro."""
 
-from pyro_flowvi.autoguide import AutoFlowGuide
+from pyro_flowvi.autoguide import AmortizedFlowGuide, AutoFlowGuide
 from pyro_flowvi.flows import available_archs, build_flow, register_arch
 
 __version__ = "0.1.0"
 
-__all__ = ["AutoFlowGuide", "__version__", "available_archs", "build_flow", "register_arch"]
+__all__ = [
+    "AmortizedFlowGuide",
+    "AutoFlowGuide",
+    "__version__",
+    "available_archs",
+    "build_flow",
+    "register_arch",
+]

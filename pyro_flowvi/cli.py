@@ -20,6 +20,7 @@ SUBCOMMANDS: dict[str, str] = {
     "banana": "pyro_flowvi.experiments.banana",
     "moons": "pyro_flowvi.experiments.moons",
     "posterior": "pyro_flowvi.experiments.posterior",
+    "vae": "pyro_flowvi.experiments.vae",
 }
 """Subcommand name -> module implementing ``HELP``, ``add_arguments`` and ``run``."""
 

@@ -1,6 +1,7 @@
-"""Autoguides: whole-model flow posteriors."""
+"""Autoguides: whole-model flow posteriors and amortized (encoder + flow) local posteriors."""
 
+from pyro_flowvi.autoguide.amortized import AmortizedFlowGuide
 from pyro_flowvi.autoguide.flow_guide import AutoFlowGuide
 from pyro_flowvi.autoguide.training import NonFiniteLossError, find_nonfinite, fit_svi
 
-__all__ = ["AutoFlowGuide", "NonFiniteLossError", "find_nonfinite", "fit_svi"]
+__all__ = ["AmortizedFlowGuide", "AutoFlowGuide", "NonFiniteLossError", "find_nonfinite", "fit_svi"]

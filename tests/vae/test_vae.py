@@ -1,0 +1,166 @@
+"""The VAE: IS estimator vs ELBO, the trace ELBO vs Trace_ELBO, training lowers the loss,
+checkpoint resume, data checks, the CLI end to end and CPU/CUDA agreement."""
+
+import json
+from pathlib import Path
+
+import pyro
+import pytest
+import torch
+from pyro import poutine
+from pyro.infer import Trace_ELBO
+
+from pyro_flowvi import AmortizedFlowGuide
+from pyro_flowvi.cli import main
+from pyro_flowvi.vae import build_vae, elbo_terms, log_importance_weights, log_mean_exp
+from pyro_flowvi.vae.evaluate import evaluate_nll
+from pyro_flowvi.vae.train import ELBOModule, TrainState, fit, load_checkpoint
+from tests.vae.test_ddp import fixed_latent
+
+SHARED = Path(__file__).resolve().parents[2] / ".." / "shared" / "data"
+needs_data = pytest.mark.skipif(not (SHARED / "binarized_mnist").is_dir(),
+                                reason="no ../shared/data")
+
+
+def toy_images(n, seed=0):
+    """Binary 'images': a few noisy prototypes, so a small VAE has something to learn."""
+    gen = torch.Generator().manual_seed(seed)
+    protos = (torch.rand(4, 784, generator=gen) < 0.25).float()
+    which = torch.randint(0, 4, (n,), generator=gen)
+    flip = (torch.rand(n, 784, generator=gen) < 0.05).float()
+    return (protos[which] - flip).abs()
+
+
+def small_run(arch="iaf", latent=4, hidden=(32,), context=8, num_flows=2):
+    vae, enc = build_vae("mlp", latent, 0 if arch is None else context, list(hidden))
+    guide = AmortizedFlowGuide(vae.model, enc, arch=arch, num_flows=num_flows,
+                               hidden_dims=[16], create_plates=vae.create_plates)
+    return vae, guide
+
+
+@pytest.mark.parametrize("arch", [None, "iaf"])
+def test_importance_estimate_exceeds_elbo_and_grows_with_k(arch):
+    vae, guide = small_run(arch)
+    x = toy_images(100)
+    guide(x[:2])
+    lw = log_importance_weights(vae.model, guide, x, 1000).double()  # (1000, 100)
+    estimates = []
+    for k in (1, 10, 100, 1000):
+        groups = lw.reshape(1000 // k, k, -1)
+        estimates.append(log_mean_exp(groups, 1).mean().item())  # E[log p_k] over groups, points
+    elbo = lw.mean().item()
+    assert estimates[0] == pytest.approx(elbo)
+    assert all(b > a for a, b in zip(estimates, estimates[1:], strict=False)), estimates
+    assert estimates[-1] > elbo + 0.5
+
+
+def test_trace_elbo_matches_pyro_trace_elbo():
+    vae, guide = small_run("realnvp")
+    x = toy_images(16)
+    guide(x, num_data=160)
+    pyro.set_rng_seed(2)
+    ours = elbo_terms(vae.model, guide, x, num_data=160).elbo().item()
+    pyro.set_rng_seed(2)
+    assert ours == pytest.approx(-Trace_ELBO().loss(vae.model, guide, x, num_data=160), rel=1e-5)
+
+
+def test_evaluation_matches_the_weights_and_bounds():
+    vae, guide = small_run("sylvester")
+    x = toy_images(30)
+    out = evaluate_nll(vae, guide, x, 40, batch_size=7, samples_per_pass=15, progress=False)
+    assert out["elbo"].shape == (30,) and out["nll"].shape == (30,)
+    assert (out["nll"] <= -out["elbo"] + 1e-9).all()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("arch", ["iaf", None])
+def test_few_hundred_steps_on_a_1k_subset_lower_the_loss(arch):
+    torch.manual_seed(0)
+    x = toy_images(1000)
+    vae, guide = small_run(arch, latent=8, hidden=(64,))
+    guide(x[:2])
+    module = ELBOModule(vae, guide)
+    opt = torch.optim.Adam(module.parameters(), lr=3e-3)
+    before = evaluate_nll(vae, guide, x[:200], 1, progress=False)["elbo"].mean()
+    state = fit(module, opt, x, epochs=30, batch_size=100, warmup_epochs=3, progress=False)
+    after = evaluate_nll(vae, guide, x[:200], 1, progress=False)["elbo"].mean()
+    assert len(state.history) == 30  # 300 steps
+    assert after > before + 100  # nats per image
+    assert state.history[-1]["train_elbo"] > state.history[0]["train_elbo"]
+
+
+def test_checkpoint_resume_continues_exactly(tmp_path):
+    x = toy_images(300)
+
+    def fresh():
+        torch.manual_seed(0)
+        pyro.clear_param_store()
+        vae, guide = small_run("iaf")
+        guide(x[:2])
+        module = ELBOModule(vae, guide)
+        opt = torch.optim.Adam(module.parameters(), lr=1e-3)
+        return module, opt, torch.optim.lr_scheduler.StepLR(opt, 1, gamma=0.5)
+
+    kwargs = dict(batch_size=50, valid=x[:50], eval_every=1, warmup_epochs=2, progress=False)
+    module, opt, sched = fresh()
+    straight = fit(module, opt, x, epochs=3, scheduler=sched, **kwargs)
+    reference = {k: v.clone() for k, v in module.state_dict().items()}
+
+    module, opt, sched = fresh()
+    fit(module, opt, x, epochs=2, scheduler=sched, checkpoint=tmp_path / "ck.pt", **kwargs)
+    module, opt, sched = fresh()
+    state = load_checkpoint(tmp_path / "ck.pt", module, opt, sched)
+    assert isinstance(state, TrainState) and state.epoch == 2
+    resumed = fit(module, opt, x, epochs=3, scheduler=sched, state=state, **kwargs)
+    assert [h["train_elbo"] for h in resumed.history] == [h["train_elbo"] for h in
+                                                           straight.history]
+    for k, v in module.state_dict().items():
+        assert torch.equal(v, reference[k]), k
+
+
+def test_data_of_the_wrong_shape_or_dtype_is_rejected():
+    vae, guide = small_run("iaf")
+    with pytest.raises(ValueError, match=r"shape \(batch, 784\), got \(3, 28, 28\)"):
+        vae.model(torch.zeros(3, 28, 28))
+    with pytest.raises(TypeError, match="floating-point tensor of 0/1 values, got dtype "
+                                        "torch.uint8"):
+        vae.model(torch.zeros(3, 784, dtype=torch.uint8))
+
+
+@needs_data
+def test_cli_end_to_end(tmp_path):
+    out = tmp_path / "vae"
+    argv = ["vae", "--flow", "iaf", "--epochs", "1", "--train-subset", "500", "--test-subset",
+            "50", "--num-is-samples", "20", "--samples-per-pass", "10", "--hidden", "64",
+            "--latent-dim", "8", "--context-dim", "16", "--out", str(out), "--no-progress",
+            "--data-dir", str(SHARED)]
+    assert main(argv) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["epochs"] == 1 and metrics["test_nll"]["mean"] < -metrics["test_elbo"]["mean"]
+    for name in ("samples.png", "reconstructions.png", "training_curve.png", "checkpoint.pt"):
+        assert (out / name).stat().st_size > 0
+    assert main([*argv, "--epochs", "2", "--resume"]) == 0  # one more epoch from the checkpoint
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert [h["epoch"] for h in metrics["history"]] == [1, 2]
+
+
+def test_cli_without_data_explains(tmp_path):
+    from pyro_flowvi.data.mnist import MNISTNotFoundError
+
+    with pytest.raises(MNISTNotFoundError, match="not found.*--data-dir"):
+        main(["vae", "--data-dir", str(tmp_path), "--out", str(tmp_path / "o")])
+
+
+@pytest.mark.cuda
+def test_cpu_and_cuda_elbo_agree():
+    """Same weights, same batch, same latent draw: the ELBO on CPU and on CUDA agree."""
+    vae, guide = small_run("iaf")
+    vae, guide = vae.double(), guide.double()
+    x = toy_images(64).double()
+    guide(x[:2])
+    z = poutine.trace(guide).get_trace(x).nodes["z"]["value"].detach()
+    cpu = ELBOModule(vae, guide, fixed_latent(guide, z, x, num_data=640))(x, 640)[1]
+    pyro.clear_param_store()  # else pyro.module would pull the CPU tensors back in
+    vae, guide, x, z = vae.cuda(), guide.cuda(), x.cuda(), z.cuda()
+    gpu = ELBOModule(vae, guide, fixed_latent(guide, z, x, num_data=640))(x, 640)[1]
+    assert torch.allclose(cpu, gpu.cpu(), rtol=1e-7, atol=1e-7)
