@@ -54,23 +54,18 @@ class _PathDerivativePosterior(dist.TorchDistribution):
     support = constraints.real_vector
 
     def __init__(
-        self,
-        live: dist.TransformedDistribution,
-        frozen: Callable[[], dist.TransformedDistribution],
+        self, live: dist.TransformedDistribution, frozen_log_prob: Callable[[Tensor], Tensor]
     ) -> None:
-        # ``frozen`` is built on first use, after ``rsample``: a flow with data-dependent
-        # initialisation (ActNorm) has then initialised the live parameters the copy shares.
-        self.live, self._make_frozen = live, frozen
-        self._frozen: dist.TransformedDistribution | None = None
+        # ``frozen_log_prob`` runs after ``rsample``: a flow with data-dependent initialisation
+        # (ActNorm) has then initialised the live parameters the frozen twin shares.
+        self.live, self.frozen_log_prob = live, frozen_log_prob
         super().__init__(live.batch_shape, live.event_shape, validate_args=False)
 
     def rsample(self, sample_shape: torch.Size = torch.Size()) -> Tensor:  # noqa: B008
         return self.live.rsample(sample_shape)
 
     def log_prob(self, value: Tensor) -> Tensor:
-        if self._frozen is None:
-            self._frozen = self._make_frozen()
-        return self._frozen.log_prob(value)
+        return self.frozen_log_prob(value)
 
 
 def detached_twin(module: nn.Module) -> nn.Module:
@@ -310,28 +305,33 @@ class AutoFlowGuide(AutoContinuous):
                                             [self._modules["flow"], self._affine()])
 
     def _frozen_flow(self) -> nn.Module:
-        """The flow's :func:`detached_twin`, rebuilt only when its tensors are replaced."""
-        flow = self._modules["flow"]
-        live = (*flow.parameters(), *flow.buffers())
+        """The flow's :func:`detached_twin`, rebuilt only when a live tensor is replaced."""
         cached = self.__dict__.get("_frozen_flow_cache")  # deliberately not a registered submodule
-        if cached is None or len(cached[0]) != len(live) or any(
-                a is not b for a, b in zip(cached[0], live, strict=True)):
+        if cached is None or any(slots[name] is not tensor for slots, name, tensor in cached[0]):
+            flow = self._modules["flow"]
+            live = [(slots, name, tensor) for module in flow.modules()
+                    for slots in (module._parameters, module._buffers)
+                    for name, tensor in slots.items()]
             cached = (live, detached_twin(flow))
             self.__dict__["_frozen_flow_cache"] = cached
         return cached[1]
 
     def sample_latent(self, *args: Any, **kwargs: Any) -> Tensor:
         loc, scale = self.loc, self.scale
+        base = self.get_base_dist()
         posterior = dist.TransformedDistribution(
-            self.get_base_dist(), [self._modules["flow"], self._affine(loc, scale)])
+            base, [self._modules["flow"], self._affine(loc, scale)])
         if self.stl and torch.is_grad_enabled():
 
-            def detached() -> dist.TorchDistribution:
-                return dist.TransformedDistribution(
-                    self.get_base_dist(),
-                    [self._frozen_flow(), self._affine(loc.detach(), scale.detach())])
+            def frozen_log_prob(z: Tensor) -> Tensor:
+                # log q(z) = log p0(f^-1(u)) - log|det J_f| - log|det L|, u = L^-1 (z - mu),
+                # every parameter detached: only the path through z keeps its gradient.
+                affine = self._affine(loc.detach(), scale.detach())
+                u = affine.inv(z)
+                eps, flow_ladj = self._frozen_flow().inverse_and_ladj(u)
+                return base.log_prob(eps) - flow_ladj - affine.log_abs_det_jacobian(u, z)
 
-            posterior = _PathDerivativePosterior(posterior, detached)
+            posterior = _PathDerivativePosterior(posterior, frozen_log_prob)
         return pyro.sample(f"_{self._pyro_name}_latent", posterior, infer={"is_auxiliary": True})
 
     # -- diagnostics ------------------------------------------------------------------------------

@@ -41,7 +41,7 @@ from pyro.infer.autoguide import (
     AutoNormal,
     AutoNormalizingFlow,
 )
-from pyro.optim import Adam, ClippedAdam, PyroOptim
+from pyro.optim import Adam, LambdaLR, PyroLRScheduler, PyroOptim
 from torch import Tensor
 from torch.distributions import TransformedDistribution
 from tqdm.auto import tqdm
@@ -57,6 +57,7 @@ from pyro_flowvi.targets import Banana
 __all__ = [
     "DEFAULT_GUIDES",
     "FLOW_GUIDES",
+    "lr_factor",
     "make_optimizer",
     "HELP",
     "STOCK_GUIDES",
@@ -144,6 +145,7 @@ class BananaConfig:
     num_particles: int = 8
     lr: float = 5e-3
     lr_decay: float = 1.0
+    lr_decay_start: float = 0.0
     guide_options: dict[str, Any] = dataclasses.field(default_factory=dict)
     num_eval: int = 20_000
     num_entropy: int = 20_000
@@ -189,23 +191,39 @@ def make_guide(name: str, model: Callable, **guide_options: Any) -> AutoGuide | 
     return AutoFlowGuide(model, arch=name, **guide_options)
 
 
-def make_optimizer(cfg: BananaConfig) -> PyroOptim:
-    """Adam at ``cfg.lr``; with ``cfg.lr_decay < 1`` the rate decays geometrically to
-    ``cfg.lr * cfg.lr_decay`` at the last step (the same schedule for every guide):
+def lr_factor(step: int, cfg: BananaConfig) -> float:
+    """Learning-rate multiplier at ``step``: ``1`` until ``lr_decay_start * steps``, then a
+    geometric decay reaching ``lr_decay`` at the last step (the same for every guide):
 
-    .. math:: \\eta_t = \\eta_0\\, \\rho^{t / T}, \\qquad \\rho = \\texttt{lr\\_decay}.
+    .. math:: \\eta_t = \\eta_0\\, \\rho^{\\max(0,\\, t - t_0) / (T - t_0)}.
 
     Example:
-        >>> make_optimizer(BananaConfig(lr_decay=0.1)).pt_optim_constructor.__name__
-        'ClippedAdam'
+        >>> cfg = BananaConfig(steps=100, lr_decay=0.1, lr_decay_start=0.5)
+        >>> [round(lr_factor(t, cfg), 3) for t in (0, 50, 75, 100)]
+        [1.0, 1.0, 0.316, 0.1]
+    """
+    start = cfg.lr_decay_start * cfg.steps
+    if step <= start:
+        return 1.0
+    return cfg.lr_decay ** ((step - start) / max(cfg.steps - start, 1))
+
+
+def make_optimizer(cfg: BananaConfig) -> PyroOptim:
+    """Adam at ``cfg.lr``, under the schedule :func:`lr_factor` when ``cfg.lr_decay < 1``
+    (call ``.step()`` on the returned scheduler after each SVI step).
+
+    Example:
+        >>> type(make_optimizer(BananaConfig(lr_decay=0.1))).__name__
+        'PyroLRScheduler'
     """
     if not 0.0 < cfg.lr_decay <= 1.0:
         raise ValueError(f"banana: lr_decay must be in (0, 1], got {cfg.lr_decay}")
+    if not 0.0 <= cfg.lr_decay_start < 1.0:
+        raise ValueError(f"banana: lr_decay_start must be in [0, 1), got {cfg.lr_decay_start}")
     if cfg.lr_decay == 1.0:
         return Adam({"lr": cfg.lr})
-    # ClippedAdam multiplies the rate by lrd every step; clip_norm is set high enough to be inert.
-    lrd = cfg.lr_decay ** (1.0 / max(cfg.steps, 1))
-    return ClippedAdam({"lr": cfg.lr, "lrd": lrd, "clip_norm": 1e6})
+    return LambdaLR({"optimizer": torch.optim.Adam, "optim_args": {"lr": cfg.lr},
+                     "lr_lambda": lambda step: lr_factor(step, cfg)})
 
 
 def fit_guide(
@@ -229,7 +247,8 @@ def fit_guide(
         return None
     elbo = Trace_ELBO(num_particles=cfg.num_particles, vectorize_particles=True,
                       max_plate_nesting=0)
-    svi = SVI(model, guide, make_optimizer(cfg), elbo)
+    optim = make_optimizer(cfg)
+    svi = SVI(model, guide, optim, elbo)
     losses = np.empty(cfg.steps)
     bar = tqdm(range(cfg.steps), desc=f"b={cfg.b:g} {name} seed {seed}", leave=False,
                disable=not cfg.progress, file=sys.stderr)
@@ -238,6 +257,8 @@ def fit_guide(
         if step == 1:
             t0 = time.perf_counter()
         losses[step] = svi.step()
+        if isinstance(optim, PyroLRScheduler):
+            optim.step()
         if not math.isfinite(losses[step]):
             raise RuntimeError(f"banana: {name} seed {seed}: the loss became {losses[step]} at "
                                f"step {step}")
@@ -552,6 +573,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     a("--lr", type=float, default=d.lr, help="Adam learning rate (default %(default)s)")
     a("--lr-decay", type=float, default=d.lr_decay, help="final / initial learning rate, a "
       "geometric decay applied to every guide alike (default %(default)s: constant)")
+    a("--lr-decay-start", type=float, default=d.lr_decay_start, help="fraction of the steps "
+      "run at the full rate before the decay starts (default %(default)s)")
     a("--guide-option", dest="guide_options", action="append", type=key_value_option, default=[],
       metavar="KEY=VALUE", help="extra AutoFlowGuide keyword for the flow guides, VALUE parsed "
       "as JSON if it can be (e.g. num_layers=2, scale=softplus); repeatable")
