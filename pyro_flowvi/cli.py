@@ -18,6 +18,7 @@ __all__ = ["SUBCOMMANDS", "build_parser", "main", "register_subcommand"]
 
 SUBCOMMANDS: dict[str, str] = {
     "banana": "pyro_flowvi.experiments.banana",
+    "flowified-mnist": "pyro_flowvi.experiments.flowified_mnist",
     "moons": "pyro_flowvi.experiments.moons",
     "posterior": "pyro_flowvi.experiments.posterior",
     "vae": "pyro_flowvi.experiments.vae",

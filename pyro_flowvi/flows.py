@@ -23,6 +23,7 @@ from pyro_flowvi.transforms.actnorm import ActNorm
 from pyro_flowvi.transforms.autoregressive import AffineAutoregressive
 from pyro_flowvi.transforms.base import ConditionalFlowTransform, FlowStack, FlowTransform, Inverted
 from pyro_flowvi.transforms.coupling import AffineCoupling
+from pyro_flowvi.transforms.flowify.arch import flowified_flow
 from pyro_flowvi.transforms.linear import LULinear
 from pyro_flowvi.transforms.pyro_layers import PyroLayer
 from pyro_flowvi.transforms.sylvester import Sylvester
@@ -281,3 +282,4 @@ register_arch("sylvester-householder", _sylvester_builder("householder"))
 register_arch("sylvester-triangular", _sylvester_builder("triangular"))
 register_arch("planar", _pyro_builder(Planar, ConditionalPlanar))
 register_arch("radial", _pyro_builder(Radial, ConditionalRadial))
+register_arch("flowified", flowified_flow)

@@ -21,6 +21,12 @@ from pyro_flowvi.transforms.coupling import (
     real_nvp_layer,
 )
 from pyro_flowvi.transforms.elementwise import AffineTransformer
+from pyro_flowvi.transforms.flowify import (
+    FlowifiedBijection,
+    InvertibleLeakyReLU,
+    SharedSpline,
+    SVDLinear,
+)
 from pyro_flowvi.transforms.linear import LULinear, Permute
 from pyro_flowvi.transforms.pyro_layers import PyroLayer
 from pyro_flowvi.transforms.sylvester import ConditionalSylvester, Sylvester
@@ -37,10 +43,14 @@ __all__ = [
     "ConditionedFlow",
     "FlowStack",
     "FlowTransform",
+    "FlowifiedBijection",
     "Inverted",
+    "InvertibleLeakyReLU",
     "LULinear",
     "Permute",
     "PyroLayer",
+    "SVDLinear",
+    "SharedSpline",
     "Sylvester",
     "conditional_iaf",
     "iaf",

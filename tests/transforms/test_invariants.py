@@ -65,6 +65,21 @@ def _coupling(d, c):
     return T.ConditionalAffineCoupling(d, c, mask=mask, hidden_dims=HIDDEN)
 
 
+def _svd_linear(rotation):
+    def make(d, c):
+        layer = T.SVDLinear(d, context_dim=c, rotation=rotation)
+        return layer if c is None else ConditionalFlowTransform(layer)
+
+    return make
+
+
+def _flowified_bijection(d, c):
+    from pyro_flowvi.transforms.flowify import flowified_block
+
+    layer = T.FlowifiedBijection(flowified_block(d, 1, context_dim=c, hidden_dims=[8]))
+    return layer if c is None else ConditionalFlowTransform(layer)
+
+
 def _maf_layer(d, c):
     layer = T.Inverted(T.AffineAutoregressive(d, HIDDEN, context_dim=c))
     return layer if c is None else ConditionalFlowTransform(layer)
@@ -90,6 +105,13 @@ LAYER_CASES = {
                              identity_at_init=False),
     "PyroLayer-Radial": Case(lambda d, c: T.PyroLayer(Radial(d), d), conditional=False,
                              identity_at_init=False),
+    "SVDLinear-exp": Case(_svd_linear("exp")),
+    "SVDLinear-householder": Case(_svd_linear("householder")),
+    "InvertibleLeakyReLU": Case(lambda d, c: T.InvertibleLeakyReLU(d), conditional=False,
+                                identity_at_init=False),
+    "SharedSpline": Case(lambda d, c: T.SharedSpline(d), conditional=False),
+    "SharedSpline-per-unit": Case(lambda d, c: T.SharedSpline(d, shared=False), conditional=False),
+    "FlowifiedBijection": Case(_flowified_bijection),
 }
 
 # Archs whose layers do not start at the identity (Pyro's planar/radial initialise randomly).
@@ -107,6 +129,16 @@ ARCH_CASES["arch:realnvp+actnorm+lu"] = Case(
     lambda d, c: build_flow("realnvp", d, context_dim=c, num_layers=2, hidden_dims=HIDDEN,
                             actnorm=True, linear="lu"),
     identity_at_init=False,  # ActNorm initialises from the first batch
+)
+# Three randomised flowified blocks (random funnel conditioners, scales divided on the sampling
+# path) reach outputs ~1e3, where float32 differs from float64 by more than the absolute 1e-4 of
+# test_to_dtype_and_device; two blocks exercise the same code.
+ARCH_CASES["arch:flowified"] = Case(
+    lambda d, c: build_flow("flowified", d, context_dim=c, num_layers=2, hidden_dims=HIDDEN))
+ARCH_CASES["arch:flowified-leaky-householder"] = Case(
+    lambda d, c: build_flow("flowified", d, context_dim=c, num_layers=2, hidden_dims=HIDDEN,
+                            nonlinearity="leaky_relu", rotation="householder"),
+    identity_at_init=False,  # LeakyReLU(0.5) is not the identity
 )
 ARCH_CASES["arch:iaf-random-softplus"] = Case(
     lambda d, c: build_flow("iaf", d, context_dim=c, num_layers=2, hidden_dims=HIDDEN,
@@ -284,7 +316,8 @@ EXEMPT = {
 COVERED = {
     "AffineAutoregressive", "ConditionalAffineAutoregressive", "Inverted", "AffineCoupling",
     "ConditionalAffineCoupling", "LULinear", "ActNorm", "Permute", "Sylvester",
-    "ConditionalSylvester", "PyroLayer",
+    "ConditionalSylvester", "PyroLayer", "SVDLinear", "InvertibleLeakyReLU", "SharedSpline",
+    "FlowifiedBijection",
 }
 
 

@@ -1,0 +1,1 @@
+"""Flowified layers: the maths of ../shared/design/flowification.md section 6."""
