@@ -96,6 +96,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=3000)
     parser.add_argument("--num-eval", type=int, default=20_000)
     parser.add_argument("--guides", nargs="+", default=OURS + STOCK)
+    parser.add_argument("--lr-decay", type=float, default=1.0,
+                        help="final / initial lr, the same schedule for every guide")
+    parser.add_argument("--lr-decay-start", type=float, default=0.0,
+                        help="fraction of the steps at the full rate before the decay")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--no-progress", dest="progress", action="store_false")
     args = parser.parse_args(argv)
@@ -103,6 +107,7 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     jobs = [dict(b=b, guides=list(args.guides), seeds=list(args.seeds), steps=args.steps,
+                 lr_decay=args.lr_decay, lr_decay_start=args.lr_decay_start,
                  num_eval=args.num_eval, num_entropy=args.num_eval, out=str(out / f"b{b:g}"),
                  progress=args.progress, num_threads=1) for b in args.bs]
     t0 = time.perf_counter()
@@ -115,6 +120,7 @@ def main(argv: list[str] | None = None) -> int:
     table = make_table(by_b, list(args.guides))
     summary = {
         "settings": {"steps": args.steps, "seeds": args.seeds, "num_particles": 8, "lr": 5e-3,
+                     "lr_decay": args.lr_decay, "lr_decay_start": args.lr_decay_start,
                      "num_eval": args.num_eval, "targets_kl": TARGETS, "khat_bar": KHAT_BAR,
                      "time_reference": REFERENCE},
         "machine": {"platform": platform.platform(), "processor": platform.processor(),
