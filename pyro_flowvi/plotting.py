@@ -29,6 +29,7 @@ __all__ = [
     "plot_latent_qq",
     "plot_samples",
     "plot_training_curve",
+    "save_figure",
 ]
 
 PointFn = Callable[[Tensor], "Tensor | NDArray[np.floating]"]
@@ -41,7 +42,8 @@ def _numpy(x: Tensor | ArrayLike) -> NDArray[np.float64]:
     return np.asarray(x, dtype=np.float64)
 
 
-def _save(fig: Figure, path: str | Path) -> Path:
+def save_figure(fig: Figure, path: str | Path) -> Path:
+    """Write ``fig`` to ``path`` (parents created, 110 dpi), release it, return the path."""
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=110)
@@ -122,7 +124,7 @@ def plot_samples(
     if lims is not None:
         axes[0].set_xlim(*lims[0])
         axes[0].set_ylim(*lims[1])
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_density(
@@ -167,7 +169,7 @@ def plot_density(
         ax.set_xlim(*xlim)
         ax.set_ylim(*ylim)
     fig.colorbar(mesh, ax=list(axes), label="density", shrink=0.9)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_grid_deformation(
@@ -220,7 +222,7 @@ def plot_grid_deformation(
     right.set_title("data space: grid pushed through the flow")
     for ax in (left, right):
         ax.set_aspect("equal")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_latent_qq(latents: Tensor | ArrayLike, path: str | Path) -> Path:
@@ -265,7 +267,7 @@ def plot_latent_qq(latents: Tensor | ArrayLike, path: str | Path) -> Path:
     right.set_ylabel("||u||^2")
     right.set_title("chi-square QQ plot")
     right.legend(loc="upper left")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_training_curve(
@@ -316,4 +318,4 @@ def plot_training_curve(
     ax.set_xlabel("step")
     ax.set_ylabel(ylabel)
     ax.legend()
-    return _save(fig, path)
+    return save_figure(fig, path)

@@ -50,7 +50,13 @@ import pyro_flowvi
 from pyro_flowvi import AutoFlowGuide
 from pyro_flowvi.autoguide.flow_guide import ARCH_DEFAULTS
 from pyro_flowvi.diagnostics import importance_log_weights, psis_khat
-from pyro_flowvi.experiments.common import config_values, key_value_option, torch_threads
+from pyro_flowvi.experiments.common import (
+    add_runtime_arguments,
+    config_values,
+    key_value_option,
+    report_run,
+    torch_threads,
+)
 from pyro_flowvi.flows import available_archs, default_hidden_dims
 from pyro_flowvi.targets import Banana
 
@@ -584,10 +590,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
       help="draws for the entropy identity check (default %(default)s)")
     a("--num-plot", type=int, default=d.num_plot, help="draws per panel (default %(default)s)")
     a("--out", default=d.out, help="output directory (default %(default)s)")
-    a("--threads", dest="num_threads", type=int, default=d.num_threads,
-      help="torch CPU threads during the run (default %(default)s)")
     a("--no-plots", dest="plots", action="store_false", help="skip the figures")
-    a("--no-progress", dest="progress", action="store_false", help="hide the progress bars")
+    add_runtime_arguments(parser, d.num_threads)
 
 
 def config_from_args(args: argparse.Namespace) -> BananaConfig:
@@ -597,6 +601,4 @@ def config_from_args(args: argparse.Namespace) -> BananaConfig:
 
 def run(args: argparse.Namespace) -> int:
     """CLI entry: run, print the report, return the exit status."""
-    metrics = run_banana(config_from_args(args))
-    print(format_report(metrics))
-    return 0
+    return report_run(config_from_args(args), run_banana, format_report)

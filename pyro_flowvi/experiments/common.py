@@ -5,13 +5,19 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
 import torch
 
-__all__ = ["config_values", "key_value_option", "torch_threads"]
+__all__ = [
+    "add_runtime_arguments",
+    "config_values",
+    "key_value_option",
+    "report_run",
+    "torch_threads",
+]
 
 C = TypeVar("C")
 
@@ -56,3 +62,19 @@ def key_value_option(text: str) -> tuple[str, Any]:
     except json.JSONDecodeError:
         value = raw
     return key.strip().replace("-", "_"), value
+
+
+def add_runtime_arguments(parser: argparse.ArgumentParser, num_threads: int | None) -> None:
+    """The options every experiment shares: ``--threads`` (torch CPU threads, into
+    ``num_threads``) and ``--no-progress`` (into ``progress``)."""
+    parser.add_argument("--threads", dest="num_threads", type=int, default=num_threads,
+                        help="torch CPU threads during the run (default %(default)s)")
+    parser.add_argument("--no-progress", dest="progress", action="store_false",
+                        help="hide the progress bars")
+
+
+def report_run(config: C, run_fn: Callable[[C], dict[str, Any]],
+               format_fn: Callable[[dict[str, Any]], str]) -> int:
+    """CLI entry body: run the experiment, print its report, return exit status ``0``."""
+    print(format_fn(run_fn(config)))
+    return 0

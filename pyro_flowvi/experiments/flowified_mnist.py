@@ -37,7 +37,12 @@ from tqdm.auto import tqdm
 
 from pyro_flowvi import build_flow
 from pyro_flowvi.data.mnist import load_mnist_idx
-from pyro_flowvi.experiments.common import config_values, torch_threads
+from pyro_flowvi.experiments.common import (
+    add_runtime_arguments,
+    config_values,
+    report_run,
+    torch_threads,
+)
 from pyro_flowvi.transforms.flowify import (
     FlowifiedDistribution,
     FlowifiedLayer,
@@ -251,12 +256,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     a("--seed", type=int, default=d.seed, help="random seed (default %(default)s)")
     a("--out", default=d.out, help="output directory (default %(default)s)")
     a("--data-dir", default=d.data_dir, help="data directory holding mnist/ (default: auto)")
-    a("--threads", dest="num_threads", type=int, default=d.num_threads, help="torch CPU threads")
-    a("--no-progress", dest="progress", action="store_false", help="hide the progress bar")
+    add_runtime_arguments(parser, d.num_threads)
 
 
 def run(args: argparse.Namespace) -> int:
     """CLI entry: run, print the report, return the exit status."""
-    metrics = run_flowified_mnist(MNISTFlowConfig(**config_values(MNISTFlowConfig, args)))
-    print(format_report(metrics))
-    return 0
+    config = MNISTFlowConfig(**config_values(MNISTFlowConfig, args))
+    return report_run(config, run_flowified_mnist, format_report)

@@ -36,7 +36,13 @@ from tqdm.auto import tqdm
 import pyro_flowvi
 from pyro_flowvi import build_flow
 from pyro_flowvi.data.moons import DEFAULT_NOISE, make_moons, moons_entropy, moons_log_density
-from pyro_flowvi.experiments.common import config_values, key_value_option, torch_threads
+from pyro_flowvi.experiments.common import (
+    add_runtime_arguments,
+    config_values,
+    key_value_option,
+    report_run,
+    torch_threads,
+)
 from pyro_flowvi.plotting import (
     plot_density,
     plot_grid_deformation,
@@ -357,9 +363,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     a("--eval-every", type=int, default=d.eval_every,
       help="steps between held-out evaluations for the curve; 0 = none (default %(default)s)")
     a("--num-plot", type=int, default=d.num_plot, help="points per scatter (default %(default)s)")
-    a("--threads", dest="num_threads", type=int, default=d.num_threads,
-      help="torch CPU threads during the run (default %(default)s)")
-    a("--no-progress", dest="progress", action="store_false", help="hide the progress bar")
+    add_runtime_arguments(parser, d.num_threads)
 
 
 def config_from_args(args: argparse.Namespace) -> MoonsConfig:
@@ -369,6 +373,4 @@ def config_from_args(args: argparse.Namespace) -> MoonsConfig:
 
 def run(args: argparse.Namespace) -> int:
     """CLI entry: run, print the report, return the exit status."""
-    metrics = run_moons(config_from_args(args))
-    print(format_report(metrics))
-    return 0
+    return report_run(config_from_args(args), run_moons, format_report)

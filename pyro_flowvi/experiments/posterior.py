@@ -51,7 +51,12 @@ from pyro.poutine.util import prune_subsample_sites
 import pyro_flowvi
 from pyro_flowvi import AutoFlowGuide
 from pyro_flowvi.autoguide.training import fit_svi
-from pyro_flowvi.experiments.common import config_values, torch_threads
+from pyro_flowvi.experiments.common import (
+    add_runtime_arguments,
+    config_values,
+    report_run,
+    torch_threads,
+)
 from pyro_flowvi.models import BayesianModel, eight_schools_centered, logistic_regression
 
 __all__ = [
@@ -458,9 +463,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
       help="NUTS target acceptance probability (default %(default)s)")
     a("--seed", type=int, default=d.seed, help="random seed (default %(default)s)")
     a("--out", default=None, help="output directory (default outputs/posterior/NAME)")
-    a("--threads", dest="num_threads", type=int, default=d.num_threads,
-      help="torch CPU threads during the run (default %(default)s)")
-    a("--no-progress", dest="progress", action="store_false", help="hide progress bars")
+    add_runtime_arguments(parser, d.num_threads)
 
 
 def config_from_args(args: argparse.Namespace) -> PosteriorConfig:
@@ -478,5 +481,4 @@ def config_from_args(args: argparse.Namespace) -> PosteriorConfig:
 
 def run(args: argparse.Namespace) -> int:
     """CLI entry: run, print the report, return the exit status."""
-    print(format_report(run_posterior(config_from_args(args))))
-    return 0
+    return report_run(config_from_args(args), run_posterior, format_report)

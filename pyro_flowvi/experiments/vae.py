@@ -31,7 +31,13 @@ from torch import Tensor, nn
 import pyro_flowvi
 from pyro_flowvi.autoguide.amortized import GAUSSIAN, AmortizedFlowGuide
 from pyro_flowvi.data.mnist import load_binarized_mnist, load_mnist_idx
-from pyro_flowvi.experiments.common import config_values, key_value_option, torch_threads
+from pyro_flowvi.experiments.common import (
+    add_runtime_arguments,
+    config_values,
+    key_value_option,
+    report_run,
+    torch_threads,
+)
 from pyro_flowvi.flows import check_arch
 from pyro_flowvi.vae.evaluate import evaluate_nll, reconstruct, sample_images, summarize
 from pyro_flowvi.vae.models import ARCHITECTURES, build_vae
@@ -334,9 +340,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
       help="use only the first N training images (0 = all)")
     a("--test-subset", type=int, default=d.test_subset,
       help="evaluate on the first N test images (0 = all)")
-    a("--threads", dest="num_threads", type=int, default=d.num_threads,
-      help="torch CPU threads (default %(default)s)")
-    a("--no-progress", dest="progress", action="store_false", help="hide the progress bars")
+    add_runtime_arguments(parser, d.num_threads)
 
 
 def config_from_args(args: argparse.Namespace) -> VAEConfig:
@@ -346,6 +350,4 @@ def config_from_args(args: argparse.Namespace) -> VAEConfig:
 
 def run(args: argparse.Namespace) -> int:
     """CLI entry: run, print the report, return the exit status."""
-    metrics = run_vae(config_from_args(args))
-    print(format_report(metrics))
-    return 0
+    return report_run(config_from_args(args), run_vae, format_report)

@@ -15,6 +15,8 @@ import torch
 from matplotlib.figure import Figure
 from torch import Tensor
 
+from pyro_flowvi.plotting import save_figure
+
 __all__ = ["image_grid", "plot_image_grid", "plot_reconstructions", "plot_vae_curves"]
 
 
@@ -36,14 +38,6 @@ def image_grid(images: Tensor | np.ndarray, nrow: int, pad: int = 2) -> np.ndarr
     return out
 
 
-def _save(fig: Figure, path: str | Path) -> Path:
-    out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=110)
-    fig.clear()
-    return out
-
-
 def plot_image_grid(images: Tensor | np.ndarray, path: str | Path, *, nrow: int = 10,
                     title: str | None = None) -> Path:
     """Grey-scale grid of images (pixel probabilities or binary images)."""
@@ -55,7 +49,7 @@ def plot_image_grid(images: Tensor | np.ndarray, path: str | Path, *, nrow: int 
     ax.set_axis_off()
     if title:
         ax.set_title(title)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_reconstructions(x: Tensor, recon: Tensor, path: str | Path, *, nrow: int = 10,
@@ -99,4 +93,4 @@ def plot_vae_curves(histories: Mapping[str, Sequence[Mapping[str, Any]]], path: 
     ax.set_xlabel("epoch")
     ax.set_ylabel("ELBO per image (nats)")
     ax.legend(fontsize=8)
-    return _save(fig, path)
+    return save_figure(fig, path)
