@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import copy
+import math
 from collections.abc import Callable
 from typing import Any
 
 import pyro
 import pyro.distributions as dist
 import torch
+import torch.nn.functional as F
 from pyro.distributions import constraints
 from pyro.distributions.transforms import AffineTransform, LowerCholeskyAffine
 from pyro.infer.autoguide import AutoContinuous
@@ -234,14 +236,15 @@ class AutoFlowGuide(AutoContinuous):
         # Learnable parts are in whitened units: scale = scale0 * factor (diagonal) or
         # L0 @ L' (full), and loc = P @ loc_white with P the Laplace scale when warm-started.
         # Only deterministic quantities are buffers, so param-store save/load round-trips.
+        # loc_white and the factor's unconstrained values share ONE parameter, ``affine_white``
+        # (row 0: loc_white; the rest: the factor before softplus), because Pyro's optimisers
+        # step every parameter tensor separately and that overhead dominates small guides.
         self.register_buffer("precond", precond.detach().clone())
         self.register_buffer("scale0", scale0.detach().clone())
         loc_white = torch.linalg.solve_triangular(precond, loc.detach()[:, None], upper=False)
-        self.loc_white = PyroParam(loc_white[:, 0], constraints.real)
-        if self.base == "diagonal":
-            self.scale_factor = PyroParam(torch.ones_like(loc), constraints.softplus_positive)
-        else:
-            self.scale_factor = PyroParam(eye.clone(), constraints.softplus_lower_cholesky)
+        raw_one = math.log(math.expm1(1.0))  # softplus(raw_one) = 1: the factor starts at 1 / I
+        raw = torch.full_like(loc, raw_one)[None] if self.base == "diagonal" else raw_one * eye
+        self.affine_white = PyroParam(torch.cat([loc_white[:, 0][None], raw], 0), constraints.real)
         hidden = self.hidden_dims
         min_hidden = ARCH_DEFAULTS.get(self.arch.lower(), {}).get("min_hidden")
         if hidden is None and min_hidden is not None:
@@ -261,17 +264,52 @@ class AutoFlowGuide(AutoContinuous):
             )
         self.flow = flow.to(device=loc.device, dtype=loc.dtype)
 
+    def _loc_scale(self) -> tuple[Tensor, Tensor]:
+        """``(mu, L)`` of the affine map from the one packed parameter (one param-store read):
+        ``mu = P loc_white``, ``L = s0 * softplus(raw)`` (diagonal) or
+        ``L = L0 (tril(raw, -1) + diag(softplus(diag raw)))`` (full)."""
+        packed = self.affine_white
+        loc_white, raw = packed[0], packed[1:]
+        if self.base == "diagonal":
+            return self.precond.diagonal() * loc_white, self.scale0 * F.softplus(raw[0])
+        factor = raw.tril(-1) + torch.diag_embed(F.softplus(raw.diagonal()))
+        return self.precond @ loc_white, self.scale0 @ factor
+
+    @torch.no_grad()
+    def set_affine(self, loc: Tensor | None = None, scale: Tensor | None = None) -> None:
+        """Set the affine map's location ``mu`` and/or scale ``L`` (a positive vector for
+        ``base="diagonal"``, a lower-triangular matrix with positive diagonal for ``"full"``),
+        e.g. to start from a known posterior approximation.  Call the guide once first."""
+        packed = self.affine_white.detach().clone()
+        if loc is not None:
+            loc = torch.as_tensor(loc, dtype=packed.dtype, device=packed.device)
+            packed[0] = torch.linalg.solve_triangular(self.precond, loc[:, None], upper=False)[:, 0]
+        if scale is not None:
+            scale = torch.as_tensor(scale, dtype=packed.dtype, device=packed.device)
+            if self.base == "diagonal":
+                factor = scale / self.scale0
+            else:
+                factor = torch.linalg.solve_triangular(self.scale0, scale, upper=False)
+            if not bool((factor.diagonal() if factor.dim() == 2 else factor).gt(0).all()):
+                raise ValueError("AutoFlowGuide.set_affine: the scale must have a positive "
+                                 f"diagonal (relative to scale0), got {scale.tolist()}")
+            inv_softplus = lambda v: v + torch.log(-torch.expm1(-v))  # noqa: E731
+            if self.base == "diagonal":
+                packed[1] = inv_softplus(factor)
+            else:
+                raw = factor.tril(-1) + torch.diag_embed(inv_softplus(factor.diagonal()))
+                packed[1:] = raw
+        self.affine_white = packed
+
     @property
     def loc(self) -> Tensor:
         """Location of the affine map: ``P @ loc_white``."""
-        return self.precond @ self.loc_white
+        return self._loc_scale()[0]
 
     @property
     def scale(self) -> Tensor:
         """Diagonal scale (``base="diagonal"``) or lower-triangular scale (``base="full"``)."""
-        if self.base == "diagonal":
-            return self.scale0 * self.scale_factor
-        return self.scale0 @ self.scale_factor
+        return self._loc_scale()[1]
 
     def forward(self, *args: Any, **kwargs: Any) -> dict[str, Tensor]:
         if self.prototype_trace is None:
@@ -284,13 +322,19 @@ class AutoFlowGuide(AutoContinuous):
 
     # -- the posterior ---------------------------------------------------------------------------
     def get_base_dist(self) -> dist.TorchDistribution:
-        zeros = self.scale0.new_zeros(self.latent_dim)
-        return dist.Normal(zeros, 1.0).to_event(1)
+        """``N(0, I_D)`` on the guide's device and dtype (built once, then reused)."""
+        key = (self.latent_dim, self.scale0.device, self.scale0.dtype)
+        cached = self.__dict__.get("_base_dist_cache")
+        if cached is None or cached[0] != key:
+            zeros = self.scale0.new_zeros(self.latent_dim)
+            cached = (key, dist.Normal(zeros, torch.ones_like(zeros)).to_event(1))
+            self.__dict__["_base_dist_cache"] = cached
+        return cached[1]
 
     def _affine(self, loc: Tensor | None = None, scale: Tensor | None = None) -> Transform:
         """The affine map ``z = loc + L u`` (defaults: the live ``self.loc``, ``self.scale``)."""
-        loc = self.loc if loc is None else loc
-        scale = self.scale if scale is None else scale
+        if loc is None or scale is None:
+            loc, scale = self._loc_scale()
         if self.base == "diagonal":
             return AffineTransform(loc, scale, event_dim=1, cache_size=1)
         return LowerCholeskyAffine(loc, scale).with_cache(1)
@@ -317,7 +361,7 @@ class AutoFlowGuide(AutoContinuous):
         return cached[1]
 
     def sample_latent(self, *args: Any, **kwargs: Any) -> Tensor:
-        loc, scale = self.loc, self.scale
+        loc, scale = self._loc_scale()
         base = self.get_base_dist()
         posterior = dist.TransformedDistribution(
             base, [self._modules["flow"], self._affine(loc, scale)])

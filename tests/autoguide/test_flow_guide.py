@@ -105,7 +105,7 @@ def test_step_zero_is_the_gaussian_base(float64):
     guide = AutoFlowGuide(gaussian_model, base="full", init_scale=0.3)
     guide()
     target = torch.tensor([[0.3, 0, 0], [0.1, 0.5, 0], [-0.2, 0.05, 0.7]])
-    guide.scale_factor = target / 0.3  # scale_tril = (0.3 I) @ factor
+    guide.set_affine(scale=target)  # scale_tril = (0.3 I) @ factor
     assert torch.allclose(guide.scale, target)
     q = guide.get_posterior()
     exact = dist.MultivariateNormal(guide.loc, scale_tril=guide.scale)
@@ -240,10 +240,9 @@ def test_stl_gradient_vanishes_at_the_exact_posterior(float64):
         pyro.clear_param_store()
         guide = AutoFlowGuide(model, arch="realnvp", num_layers=2, hidden_dims=[8], stl=stl)
         guide()
-        guide.loc_white = torch.tensor([1.0, -2.0])  # loc = P @ loc_white, P = I here
-        guide.scale_factor = torch.tensor([0.5, 2.0]) / guide.scale0
+        guide.set_affine(loc=torch.tensor([1.0, -2.0]), scale=torch.tensor([0.5, 2.0]))
         loss = Trace_ELBO().differentiable_loss(model, guide)
-        params = [guide.loc_white_unconstrained, *guide.flow.parameters()]
+        params = [guide.affine_white_unconstrained, *guide.flow.parameters()]
         grads[stl] = torch.cat([g.flatten() for g in torch.autograd.grad(loss, params,
                                                                           allow_unused=False)])
     assert grads[True].abs().max() < 1e-10
