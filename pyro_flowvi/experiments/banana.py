@@ -9,7 +9,9 @@ normalised density, so for every guide ``q``
 
 estimated on ``--num-eval`` fresh draws, with the PSIS :math:`\\hat k` of the same importance
 weights.  Each guide is trained with ``Trace_ELBO(num_particles=8, vectorize_particles=True)`` and
-Adam (lr ``5e-3``) for ``--steps`` steps on each seed.  For every flow guide (a
+Adam for ``--steps`` steps on each seed: lr ``5e-3`` for the first half, then a geometric decay to
+``2.5e-4`` (:func:`lr_factor`; the same schedule for every guide, stock ones included;
+``--lr-decay 1`` gives the constant rate).  For every flow guide (a
 ``TransformedDistribution`` posterior) the run also *asserts* the entropy sign-flip identity
 (:func:`entropy_sign_check`).  ``metrics.json``, ``samples.png`` (target contours with each
 guide's draws) and ``elbo_traces.png`` are written to ``--out``.
@@ -139,7 +141,9 @@ class BananaConfig:
     ``guides`` names stock guides (:data:`STOCK_GUIDES`) or flow archs (:data:`FLOW_GUIDES`, or
     any registered arch); ``guide_options`` are extra ``AutoFlowGuide`` keyword arguments for the
     flow guides (the defaults are ``AutoFlowGuide``'s).  The optimiser settings are those of the
-    AutoFlowGuide issue: 8 vectorised particles, Adam lr ``5e-3``, 3000 steps.
+    AutoFlowGuide issue (8 vectorised particles, Adam lr ``5e-3``, 3000 steps) plus a decay over
+    the second half to ``lr * lr_decay``: with a constant rate, Adam's parameter jitter sets the
+    KL floor (iaf worst seed 0.038 / 0.043 nats on b = 1 / 2 against 0.010 / 0.030 with it).
     """
 
     b: float = 1.0
@@ -150,8 +154,8 @@ class BananaConfig:
     steps: int = 3000
     num_particles: int = 8
     lr: float = 5e-3
-    lr_decay: float = 1.0
-    lr_decay_start: float = 0.0
+    lr_decay: float = 0.05
+    lr_decay_start: float = 0.5
     guide_options: dict[str, Any] = dataclasses.field(default_factory=dict)
     num_eval: int = 20_000
     num_entropy: int = 20_000
