@@ -30,16 +30,33 @@ WARM_STARTS = (None, "map", "laplace")
 STL_MAX_AUTOREGRESSIVE_DIM = 64
 
 ARCH_DEFAULTS: dict[str, dict[str, Any]] = {
-    "iaf": {"num_layers": 2, "min_hidden": 16, "activation": nn.SiLU, "stl": True},
-    "maf": {"num_layers": 2, "min_hidden": 16, "activation": nn.SiLU, "stl": True},
-    "realnvp": {"num_layers": 4, "min_hidden": 32, "activation": nn.SiLU},
+    "iaf": {"num_layers": 2, "min_hidden": 64, "hidden_layers": 2, "activation": nn.ReLU,
+            "stl": True},
+    "maf": {"num_layers": 2, "min_hidden": 64, "hidden_layers": 2, "activation": nn.ReLU,
+            "stl": True},
+    "realnvp": {"num_layers": 4, "min_hidden": 32, "hidden_layers": 1, "activation": nn.SiLU},
 }
 """Per-architecture defaults, used where the caller leaves ``num_layers``/``hidden_dims``/
-``activation``/``stl`` unset: depth, one hidden layer of ``max(min_hidden, 2 D)`` units, SiLU,
+``activation``/``stl`` unset: depth, ``hidden_layers`` hidden layers of ``max(min_hidden, 2 D)``
+units, the activation,
 and sticking-the-landing for the autoregressive archs while ``D <= STL_MAX_AUTOREGRESSIVE_DIM``
 (their STL inverse costs ``D`` sequential passes).  Other
 archs: 4 layers and :func:`~pyro_flowvi.flows.default_hidden_dims`.  Measured on the banana,
 see :class:`AutoFlowGuide`."""
+
+
+def default_guide_hidden(arch: str, dim: int) -> list[int] | None:
+    """Conditioner widths :class:`AutoFlowGuide` uses for ``arch`` at latent size ``dim``
+    (``None``: the registry's default).
+
+    Example:
+        >>> default_guide_hidden("iaf", 2), default_guide_hidden("realnvp", 40)
+        ([64, 64], [80])
+    """
+    defaults = ARCH_DEFAULTS.get(arch.lower(), {})
+    if "min_hidden" not in defaults:
+        return None
+    return [max(defaults["min_hidden"], 2 * dim)] * defaults.get("hidden_layers", 1)
 
 
 class _PathDerivativePosterior(dist.TorchDistribution):
@@ -122,9 +139,9 @@ class AutoFlowGuide(AutoContinuous):
         model: a Pyro model with continuous latents.
         arch: any registered architecture (``"iaf"``, ``"realnvp"``, ``"sylvester"``, ...).
         num_layers: flow depth (default from :data:`ARCH_DEFAULTS`, else 4).
-        hidden_dims: conditioner widths (default from :data:`ARCH_DEFAULTS`: one hidden layer of
-            ``max(16, 2 D)`` (iaf, maf) or ``max(32, 2 D)`` (realnvp) units; other archs
-            ``[max(64, 2 D)] * 2``).
+        hidden_dims: conditioner widths (default :func:`default_guide_hidden`: two ReLU layers
+            of ``max(64, 2 D)`` (iaf, maf), one SiLU layer of ``max(32, 2 D)`` (realnvp); other
+            archs ``[max(64, 2 D)] * 2``).
         base: ``"diagonal"`` or ``"full"`` affine base before the flow.
         init_loc_fn: per-site initialisation of the base location.
         init_scale: initial base scale.
@@ -133,24 +150,26 @@ class AutoFlowGuide(AutoContinuous):
         warm_start_steps: optimiser iterations for the warm start.
         stl: use the sticking-the-landing (path-derivative) gradient; needs an invertible arch.
             ``None`` (default): on for iaf/maf up to ``D = 64`` (banana, seeds 0-2, decayed lr:
-            iaf worst KL b=1 0.010, b=2 0.030 with it, 0.015 / 0.069 without; it costs the
-            inverse pass, about 1.2x per step), off otherwise (mixed for realnvp: b=2 worse).
+            iaf with [16] SiLU conditioners: worst KL b=1 0.010, b=2 0.030 with it, 0.015 /
+            0.069 without; it costs the inverse pass, about 1.25x per step), off otherwise
+            (mixed for realnvp: b=2 worse).
         flow_options: passed to :func:`~pyro_flowvi.build_flow` (``scale``, ``permutation``...).
 
     Defaults (measured on ``Banana(a=1, b, sigma=0.5)``, log Z = 0: ``Trace_ELBO(num_particles=8,
     vectorize_particles=True)``, 3000 steps, KL on 20000 fresh draws, seeds 0, 1, 2;
     ``benchmarks/bench_banana.py``): ``init_scale=1.0`` (the learnable scale factor then starts
     at the right order; from ``0.1`` it must grow 10x at lr 5e-3), and per arch
-    (:data:`ARCH_DEFAULTS`) few, small conditioners with SiLU, whose ``x sigmoid(x)`` has the
-    quadratic term a banana's shift needs.  Wider or deeper flows were worse or collapsed on some
-    seed.  The optimiser matters as much as the guide: with a constant rate Adam's parameter
-    jitter sets the KL floor, so decay the rate late in the run (every guide below got the same
-    optimiser; "const": Adam 5e-3 throughout; "decay": 5e-3 for 1500 steps, then geometrically
-    to 2.5e-4).
+    (:data:`ARCH_DEFAULTS`): iaf/maf two layers with 2 x [64, 64] ReLU conditioners, realnvp four
+    layers with [32] SiLU.  The optimiser matters as much as the guide: with a constant rate
+    Adam's parameter jitter sets the KL floor (there, small [16] SiLU conditioners were best and
+    wider or deeper ones collapsed on some seed), so decay the rate late in the run; under the
+    decay the larger iaf conditioners win (every guide below got the same optimiser; "const":
+    Adam 5e-3 throughout; "decay": 5e-3 for 1500 steps, then geometrically to 2.5e-4).
 
     ===============================  ==================  ==================  ==================
     guide (KL nats, median / worst)  b=1 const           b=1 decay           b=2 decay
     ===============================  ==================  ==================  ==================
+    iaf (2 x [64, 64] ReLU, STL)     n/a                 0.002 / 0.003       0.015 / 0.040
     iaf (2 x [16] SiLU, STL)         0.023 / 0.038       0.007 / 0.010       0.019 / 0.030
     realnvp (4 x [32] SiLU)          0.049 / 0.065       0.011 / 0.012       0.051 / 0.056
     sylvester (4 layers)             0.306 / 0.321       0.331 / 0.339       0.579 / 0.596
@@ -158,7 +177,7 @@ class AutoFlowGuide(AutoContinuous):
     AutoIAFNormal 2 x [32, 32]       0.068 / 0.442       0.015 / 0.433       0.048 / 0.688
     ===============================  ==================  ==================  ==================
 
-    PSIS k-hat stays above 0.5 for these fits (iaf worst 1.97): the few large weights lie on the
+    PSIS k-hat stays above 0.5 for these fits (iaf worst 1.03): the few large weights lie on the
     banana's ridge at ``|x_1| > 3``, where the conditioners extrapolate it linearly.
 
     Example:
@@ -246,10 +265,8 @@ class AutoFlowGuide(AutoContinuous):
         raw_one = math.log(math.expm1(1.0))  # softplus(raw_one) = 1: the factor starts at 1 / I
         raw = torch.full_like(loc, raw_one)[None] if self.base == "diagonal" else raw_one * eye
         self.affine_white = PyroParam(torch.cat([loc_white[:, 0][None], raw], 0), constraints.real)
-        hidden = self.hidden_dims
-        min_hidden = ARCH_DEFAULTS.get(self.arch.lower(), {}).get("min_hidden")
-        if hidden is None and min_hidden is not None:
-            hidden = [max(min_hidden, 2 * dim)]
+        hidden = default_guide_hidden(self.arch, dim) if self.hidden_dims is None \
+            else self.hidden_dims
         flow = build_flow(self.arch, dim, num_layers=self.num_layers, hidden_dims=hidden,
                           **self.flow_options)
         if self.stl is None:

@@ -50,7 +50,7 @@ from tqdm.auto import tqdm
 
 import pyro_flowvi
 from pyro_flowvi import AutoFlowGuide
-from pyro_flowvi.autoguide.flow_guide import ARCH_DEFAULTS
+from pyro_flowvi.autoguide.flow_guide import default_guide_hidden
 from pyro_flowvi.diagnostics import importance_log_weights, psis_khat
 from pyro_flowvi.experiments.common import (
     add_runtime_arguments,
@@ -93,13 +93,8 @@ FLOW_GUIDES = ("iaf", "realnvp", "sylvester", "flowified")
 def _stock_iaf_equal_size(model: Callable) -> AutoGuide:
     """``AutoIAFNormal`` with the depth and widths of ``AutoFlowGuide(model, "iaf")``."""
     probe = AutoFlowGuide(model, "iaf")
-    min_hidden = ARCH_DEFAULTS.get("iaf", {}).get("min_hidden")
-    if probe.hidden_dims is not None:
-        hidden = list(probe.hidden_dims)
-    elif min_hidden is not None:
-        hidden = [max(min_hidden, 2 * LATENT_DIM)]
-    else:
-        hidden = default_hidden_dims(LATENT_DIM)
+    hidden = probe.hidden_dims or default_guide_hidden("iaf", LATENT_DIM) \
+        or default_hidden_dims(LATENT_DIM)
     return AutoIAFNormal(model, hidden_dim=list(hidden), num_transforms=probe.num_layers)
 
 
