@@ -45,7 +45,8 @@ def randomize(module, scale=0.3):
 # ---------------------------------------------------------------------------------------------
 # log q equals base log-prob minus the flow's log-det, for the same draw
 # ---------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("arch", ["iaf", "realnvp", "sylvester", "sylvester-orthogonal", None])
+@pytest.mark.parametrize("arch", ["iaf", "realnvp", "sylvester", "sylvester-orthogonal", "flowified",
+                                  None])
 def test_log_q_matches_explicit_recomputation(arch, float64):
     x = torch.randn(7, X)
     guide = AmortizedFlowGuide(local_model, Encoder(context=C if arch else 0), arch=arch,
