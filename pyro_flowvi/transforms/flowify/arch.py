@@ -20,6 +20,7 @@ own samples from the cache (no inversion) and arbitrary points exactly through t
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -150,35 +151,25 @@ def flowified_flow(
     num_layers: int,
     hidden_dims: Sequence[int],
     latent_dim: int | None = None,
-    nonlinearity: str = "spline",
-    shared_spline: bool = False,
-    count_bins: int = 10,
-    bound: float = 3.0,
-    negative_slope: float = 0.5,
-    rotation: str = "exp",
-    max_log_scale: float = 8.0,
-    activation: Callable[[], nn.Module] = nn.ReLU,
-    log_std_bound: float = 2.0,
     actnorm: bool = False,
+    **block_options: Any,
 ) -> FlowStack:
     """Flowified guide / density arch: ``num_layers`` exact blocks :func:`flowified_block`
     (``D -> D -> k``, ``k = latent_dim``, default ``max(1, D // 2)``), each a
     :class:`FlowifiedBijection`; successive blocks keep the first / last ``k`` rotated coordinates
-    in turn.  ``log q`` is exact.  Options: ``nonlinearity`` (``"spline"``, per unit unless
-    ``shared_spline``; ``"leaky_relu"``; ``"none"``), spline ``count_bins`` / ``bound``,
-    ``rotation`` (``"exp"`` / ``"householder"``), ``actnorm`` (ActNorm before each block),
+    in turn.  ``log q`` is exact.  ``block_options`` go to :func:`flowified_block`:
+    ``nonlinearity`` (``"spline"``, per unit unless ``shared_spline``; ``"leaky_relu"``;
+    ``"none"``), spline ``count_bins`` / ``bound``, ``rotation`` (``"exp"`` / ``"householder"``),
     ``activation`` (conditioner hidden non-linearity), ``log_std_bound`` (soft bound ``b`` of the
-    conditioners' log-std, ``[-b, b]``, tighter than a lone layer's ``[-7, 5]`` because blocks
-    compose).  Starts at the identity."""
+    conditioners' log-std, ``[-b, b]``; the default 2 is tighter than a lone layer's ``[-7, 5]``
+    because blocks compose); ``actnorm`` puts ActNorm before each block.  Starts at the
+    identity."""
     k = max(1, dim // 2) if latent_dim is None else int(latent_dim)
     layers: list[FlowTransform] = []
     for index in range(num_layers):
         keep = "first" if index % 2 == 0 else "last"
-        net = flowified_block(
-            dim, k, context_dim=context_dim, hidden_dims=hidden_dims, keep=keep,
-            nonlinearity=nonlinearity, shared_spline=shared_spline, count_bins=count_bins,
-            bound=bound, negative_slope=negative_slope, rotation=rotation,
-            max_log_scale=max_log_scale, activation=activation, log_std_bound=log_std_bound)
+        net = flowified_block(dim, k, context_dim=context_dim, hidden_dims=hidden_dims,
+                              keep=keep, **block_options)
         if actnorm:
             layers.append(ActNorm(dim))
         layers.append(FlowifiedBijection(net, noise_first=keep == "last"))
