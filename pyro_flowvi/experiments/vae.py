@@ -39,6 +39,7 @@ from pyro_flowvi.experiments.common import (
     torch_threads,
 )
 from pyro_flowvi.flows import check_arch
+from pyro_flowvi.vae.averaging import ParameterEMA
 from pyro_flowvi.vae.evaluate import evaluate_nll, reconstruct, sample_images, summarize
 from pyro_flowvi.vae.models import ARCHITECTURES, build_vae
 from pyro_flowvi.vae.plots import plot_image_grid, plot_reconstructions, plot_vae_curves
@@ -81,6 +82,8 @@ class VAEConfig:
     lr: float = 1e-3
     lr_schedule: str = "cosine"
     warmup_epochs: float = 5.0
+    ema: float = 0.0
+    dropout: float = 0.0
     seed: int = 0
     device: str = "auto"
     out: str = "outputs/vae"
@@ -139,7 +142,7 @@ def build_run(cfg: VAEConfig, device: torch.device, example: Tensor
         check_arch(cfg.flow)
     torch.manual_seed(cfg.seed)
     vae, encoder = build_vae(cfg.architecture, cfg.latent_dim,
-                             0 if gaussian else cfg.context_dim, cfg.hidden)
+                             0 if gaussian else cfg.context_dim, cfg.hidden, dropout=cfg.dropout)
     vae, encoder = vae.to(device), encoder.to(device)
     guide = AmortizedFlowGuide(
         vae.model, encoder, arch=None if gaussian else cfg.flow, num_flows=cfg.num_flows,
@@ -203,10 +206,11 @@ def _run(cfg: VAEConfig, device: torch.device, rank: int, world: int) -> dict[st
     module.vae.init_output_bias(train.mean(0))
     num_params = sum(p.numel() for p in module.parameters())
     optimizer, sched = _optimizer(cfg, module.parameters())
+    ema = ParameterEMA(module, cfg.ema) if cfg.ema > 0 else None
     checkpoint = out / "checkpoint.pt"
     state = None
     if cfg.resume and checkpoint.exists():
-        state = load_checkpoint(checkpoint, module, optimizer, sched)
+        state = load_checkpoint(checkpoint, module, optimizer, sched, ema)
     wrapped: nn.Module = module
     if world > 1:
         wrapped = nn.parallel.DistributedDataParallel(
@@ -217,12 +221,14 @@ def _run(cfg: VAEConfig, device: torch.device, rank: int, world: int) -> dict[st
         rank=rank, world_size=world, eval_every=cfg.eval_every, checkpoint=checkpoint,
         checkpoint_every=cfg.checkpoint_every, state=state,
         max_seconds=None if cfg.max_minutes is None else 60.0 * cfg.max_minutes,
-        progress=cfg.progress, extra={"config": dataclasses.asdict(cfg)})
+        progress=cfg.progress, extra={"config": dataclasses.asdict(cfg)}, ema=ema)
     if rank != 0:
         return {}
     final_epoch = state.epoch
     if cfg.keep_best and state.best_state is not None:
-        module.load_state_dict(state.best_state)
+        module.load_state_dict(state.best_state)  # averaged weights when --ema
+    elif ema is not None:
+        ema.copy_to_module()
     t_eval = time.perf_counter()
     result = evaluate_nll(module.vae, guide, test, cfg.num_is_samples,
                           batch_size=cfg.eval_batch_size, samples_per_pass=cfg.samples_per_pass,
@@ -321,6 +327,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
       help="cosine: decay to lr/10 over --epochs (default %(default)s)")
     a("--warmup-epochs", type=float, default=d.warmup_epochs,
       help="KL warm-up epochs, 0 = none (default %(default)s)")
+    a("--ema", type=float, default=d.ema, help="Polyak averaging: validate and evaluate an "
+      "exponential moving average of the weights with this decay, e.g. 0.999 (0 = off; "
+      "default %(default)s)")
+    a("--dropout", type=float, default=d.dropout,
+      help="dropout after each hidden layer of the MLP encoder and decoder (default %(default)s)")
     a("--seed", type=int, default=d.seed, help="default %(default)s")
     a("--device", default=d.device, help="auto, cpu, cuda, cuda:1... (default %(default)s)")
     a("--out", default=d.out, help="output directory (default %(default)s)")

@@ -105,11 +105,18 @@ class MaskedMLP(nn.Module):
             self.layers[-1].bias.zero_()
 
     def forward(self, x: Tensor, context: Tensor | None = None) -> Tensor:
-        h = self.layers[0](x)
-        if self.context_layer is not None:
-            if context is None:
-                raise ValueError("MaskedMLP: this network was built with a context_dim")
-            h = h + self.context_layer(context)
-        for layer in self.layers[1:]:
-            h = layer(self.activation(h))
+        # Inner layers are called through ``.forward``: this network runs many times per step
+        # (an IAF inverse runs it D times), and at flow sizes the per-call module machinery
+        # (hook dispatch) costs as much as the arithmetic.
+        activation = self.activation.forward
+        h = x
+        for k, layer in enumerate(self.layers):
+            if k == 0:
+                h = layer.forward(h)
+                if self.context_layer is not None:
+                    if context is None:
+                        raise ValueError("MaskedMLP: this network was built with a context_dim")
+                    h = h + self.context_layer.forward(context)
+            else:
+                h = layer.forward(activation(h))
         return h.unflatten(-1, self.out_shape)

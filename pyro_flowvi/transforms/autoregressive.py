@@ -77,7 +77,7 @@ class AffineAutoregressive(FlowTransform):
         return self.conditioner.order
 
     def _call_and_ladj(self, x: Tensor, context: Tensor | None) -> tuple[Tensor, Tensor]:
-        shift, raw = self.conditioner(x, context).unbind(-2)
+        shift, raw = self.conditioner.forward(x, context).unbind(-2)
         y, log_s = self.transformer.forward(x, (shift, raw))
         return y, log_s.sum(-1)
 
@@ -86,7 +86,7 @@ class AffineAutoregressive(FlowTransform):
         x = torch.zeros_like(y)
         log_s = y
         for _ in range(self.dim):
-            shift, raw = self.conditioner(x, context).unbind(-2)
+            shift, raw = self.conditioner.forward(x, context).unbind(-2)
             x, log_s = self.transformer.inverse(y, (shift, raw))
         return x, log_s.sum(-1)
 

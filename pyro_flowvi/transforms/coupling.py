@@ -102,7 +102,7 @@ class AffineCoupling(FlowTransform):
             v_id, v_tr = v.split([n_id, self.dim - n_id], dim=-1)
         else:
             v_tr, v_id = v.split([self.dim - n_id, n_id], dim=-1)
-        shift, raw = self.conditioner(v_id, context).unbind(-2)
+        shift, raw = self.conditioner.forward(v_id, context).unbind(-2)
         step = self.transformer.inverse if inverse else self.transformer.forward
         out_tr, log_s = step(v_tr, (shift, raw))
         v_id = v_id.expand(out_tr.shape[:-1] + v_id.shape[-1:])

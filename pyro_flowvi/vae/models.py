@@ -38,10 +38,14 @@ X_DIM = 784
 MIN_SCALE = 1e-4
 
 
-def _mlp(sizes: Sequence[int], activation: Callable[[], nn.Module]) -> nn.Sequential:
+def _mlp(sizes: Sequence[int], activation: Callable[[], nn.Module],
+         dropout: float = 0.0) -> nn.Sequential:
+    """Linear + activation per hidden layer, each followed by dropout when ``dropout > 0``."""
     layers: list[nn.Module] = []
     for a, b in zip(sizes[:-1], sizes[1:], strict=True):
         layers += [nn.Linear(a, b), activation()]
+        if dropout > 0:
+            layers.append(nn.Dropout(dropout))
     return nn.Sequential(*layers)
 
 
@@ -78,9 +82,9 @@ class MLPEncoder(nn.Module):
 
     def __init__(self, latent_dim: int, context_dim: int = 0,
                  hidden_dims: Sequence[int] = (512, 256),
-                 activation: Callable[[], nn.Module] = nn.ELU) -> None:
+                 activation: Callable[[], nn.Module] = nn.ELU, dropout: float = 0.0) -> None:
         super().__init__()
-        self.body = _mlp([X_DIM, *hidden_dims], activation)
+        self.body = _mlp([X_DIM, *hidden_dims], activation, dropout)
         self.heads = _Heads(hidden_dims[-1], latent_dim, context_dim, activation)
 
     def forward(self, x: Tensor) -> tuple[Tensor, ...]:
@@ -91,9 +95,9 @@ class MLPDecoder(nn.Module):
     """``z (..., D) -> logits (..., 784)`` through an MLP (hidden sizes mirrored)."""
 
     def __init__(self, latent_dim: int, hidden_dims: Sequence[int] = (256, 512),
-                 activation: Callable[[], nn.Module] = nn.ELU) -> None:
+                 activation: Callable[[], nn.Module] = nn.ELU, dropout: float = 0.0) -> None:
         super().__init__()
-        self.body = _mlp([latent_dim, *hidden_dims], activation)
+        self.body = _mlp([latent_dim, *hidden_dims], activation, dropout)
         self.out = nn.Linear(hidden_dims[-1], X_DIM)
 
     def forward(self, z: Tensor) -> Tensor:
@@ -214,11 +218,14 @@ def build_vae(
     context_dim: int = 0,
     hidden_dims: Sequence[int] = (512, 256),
     activation: Callable[[], nn.Module] = nn.ELU,
+    dropout: float = 0.0,
 ) -> tuple[BernoulliVAE, nn.Module]:
     """A :class:`BernoulliVAE` and its encoder (``context_dim = 0``: no ``h`` head).
 
     ``hidden_dims`` are the encoder's hidden sizes (the MLP decoder mirrors them); the
-    convolutional option uses ``hidden_dims[0]`` for its dense layer.
+    convolutional option uses ``hidden_dims[0]`` for its dense layer.  ``dropout`` (MLP only)
+    follows every hidden layer of encoder and decoder during training (a regulariser against
+    the decoder memorising the 50k static training images).
 
     Example:
         >>> vae, enc = build_vae("mlp", latent_dim=8, context_dim=16, hidden_dims=[32])
@@ -229,11 +236,15 @@ def build_vae(
         raise ValueError(f"build_vae: architecture must be one of {ARCHITECTURES}, got "
                          f"{architecture!r}")
     hidden = [int(h) for h in hidden_dims]
+    if not 0.0 <= dropout < 1.0:
+        raise ValueError(f"build_vae: dropout must be in [0, 1), got {dropout}")
+    if dropout > 0 and architecture != "mlp":
+        raise ValueError("build_vae: dropout is implemented for the mlp architecture only")
     if not hidden:
         raise ValueError("build_vae: hidden_dims needs at least one size")
     if architecture == "mlp":
-        encoder: nn.Module = MLPEncoder(latent_dim, context_dim, hidden, activation)
-        decoder: nn.Module = MLPDecoder(latent_dim, hidden[::-1], activation)
+        encoder: nn.Module = MLPEncoder(latent_dim, context_dim, hidden, activation, dropout)
+        decoder: nn.Module = MLPDecoder(latent_dim, hidden[::-1], activation, dropout)
     else:
         encoder = ConvEncoder(latent_dim, context_dim, hidden[0], activation)
         decoder = ConvDecoder(latent_dim, hidden[0], activation)

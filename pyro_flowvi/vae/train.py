@@ -12,6 +12,7 @@ the concatenated ``W B`` batch.  Losses stay on the device; the host reads them 
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 import os
@@ -29,6 +30,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from pyro_flowvi.autoguide.training import NonFiniteLossError
+from pyro_flowvi.vae.averaging import ParameterEMA
 from pyro_flowvi.vae.models import BernoulliVAE
 from pyro_flowvi.vae.objectives import elbo_terms
 
@@ -118,8 +120,10 @@ class TrainState:
 
 
 def save_checkpoint(path: str | Path, module: nn.Module, optimizer: torch.optim.Optimizer,
-                    scheduler: Any, state: TrainState, extra: dict[str, Any] | None = None) -> None:
-    """Write model, guide, optimiser, schedule, history and RNG states (atomically)."""
+                    scheduler: Any, state: TrainState, extra: dict[str, Any] | None = None,
+                    ema: ParameterEMA | None = None) -> None:
+    """Write model, guide, optimiser, schedule, parameter averages, history and RNG states
+    (atomically)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     payload = {
@@ -127,6 +131,7 @@ def save_checkpoint(path: str | Path, module: nn.Module, optimizer: torch.optim.
         "optimizer": optimizer.state_dict(),
         "scheduler": None if scheduler is None else scheduler.state_dict(),
         "state": state.__dict__,
+        "ema": None if ema is None else ema.state_dict(),
         "rng": {"torch": torch.get_rng_state(),
                 "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None},
         "extra": extra or {},
@@ -137,10 +142,15 @@ def save_checkpoint(path: str | Path, module: nn.Module, optimizer: torch.optim.
 
 
 def load_checkpoint(path: str | Path, module: nn.Module, optimizer: torch.optim.Optimizer,
-                    scheduler: Any) -> TrainState:
+                    scheduler: Any, ema: ParameterEMA | None = None) -> TrainState:
     """Restore a checkpoint written by :func:`save_checkpoint`; returns the training state."""
     payload = torch.load(path, map_location="cpu", weights_only=False)
     module.load_state_dict(payload["module"])
+    if ema is not None:
+        if payload.get("ema") is None:
+            raise ValueError(f"load_checkpoint: {path} holds no parameter averages; resume "
+                             "without --ema or start a fresh run")
+        ema.load_state_dict(payload["ema"])
     optimizer.load_state_dict(payload["optimizer"])
     if scheduler is not None and payload["scheduler"] is not None:
         scheduler.load_state_dict(payload["scheduler"])
@@ -176,6 +186,7 @@ def fit(
     progress: bool = True,
     log_every: int = 50,
     extra: dict[str, Any] | None = None,
+    ema: ParameterEMA | None = None,
 ) -> TrainState:
     """Train ``module`` (an :class:`ELBOModule`, possibly DDP-wrapped) for ``epochs`` epochs.
 
@@ -189,6 +200,8 @@ def fit(
         checkpoint: file to save to every ``checkpoint_every`` epochs (rank 0 only).
         state: the state returned by :func:`load_checkpoint` to resume from.
         max_seconds: stop after the epoch that crosses this training-time budget.
+        ema: parameter averages updated after every step; validation (and so the kept best
+            state) then uses the averaged weights.
     """
     state = state or TrainState()
     inner = _unwrap(module)
@@ -218,6 +231,8 @@ def fit(
                     x = torch.bernoulli(x)
                 beta = min(1.0, (state.epoch * steps + step + 1) / warmup_steps)
                 elbos[step] = train_step(module, optimizer, x, num_data, beta, index)
+                if ema is not None:
+                    ema.update()
                 if (step + 1) % log_every == 0 and bar.n < bar.total:
                     bar.set_postfix(elbo=f"{float(elbos[step + 1 - log_every:step + 1].mean()):.2f}",
                                     beta=f"{beta:.2f}", epoch=state.epoch + 1, refresh=False)
@@ -239,16 +254,17 @@ def fit(
                                              and state.train_seconds >= max_seconds)
             if valid is not None and rank == 0 and (state.epoch % eval_every == 0 or last):
                 inner.eval()
-                value = batch_elbo(inner.vae, inner.guide, valid, binarize=binarize,
-                                   generator=eval_gen)
-                record["valid_elbo"] = value
-                if value > state.best_valid:
-                    state.best_valid, state.best_epoch = value, state.epoch
-                    state.best_state = copy.deepcopy(inner.state_dict())
+                with ema.swapped() if ema is not None else contextlib.nullcontext():
+                    value = batch_elbo(inner.vae, inner.guide, valid, binarize=binarize,
+                                       generator=eval_gen)
+                    record["valid_elbo"] = value
+                    if value > state.best_valid:
+                        state.best_valid, state.best_epoch = value, state.epoch
+                        state.best_state = copy.deepcopy(inner.state_dict())
             state.history.append(record)
             if checkpoint is not None and rank == 0 and (state.epoch % checkpoint_every == 0
                                                          or last):
-                save_checkpoint(checkpoint, inner, optimizer, scheduler, state, extra)
+                save_checkpoint(checkpoint, inner, optimizer, scheduler, state, extra, ema)
             if last:
                 break
     finally:

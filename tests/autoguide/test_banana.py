@@ -50,7 +50,7 @@ def test_entropy_sign_check_catches_a_flipped_sign():
     guide = AutoFlowGuide(model, "realnvp", num_layers=2, hidden_dims=[8])
     guide()
     with torch.no_grad():
-        for p in guide.flow.parameters():
+        for p in guide.parameters():
             p.add_(0.3 * torch.randn_like(p))
         posterior = guide.get_posterior()
     assert entropy_sign_check(posterior, 2000)["identity_max_abs_error"] <= 1e-5

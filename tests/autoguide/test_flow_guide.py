@@ -120,7 +120,7 @@ def test_step_zero_is_the_gaussian_base(float64):
 def test_entropy_sign_flip_per_draw(arch, float64):
     guide = AutoFlowGuide(gaussian_model, arch=arch, num_layers=2, hidden_dims=[8])
     guide()
-    randomize_parameters(guide.flow, scale=0.3)
+    randomize_parameters(guide, scale=0.3)
     ent = entropy_decomposition(guide.get_posterior(), num_samples=3000)
     assert ent["identity_max_abs_error"] < 1e-10  # log q = log N(eps) - sum log|det J|
     assert abs(ent["residual"]) < 4 * ent["residual_se"] + 1e-12
@@ -158,7 +158,7 @@ def test_elbo_variants_train(elbo, subsample_size):
 def test_jit_elbo_equals_trace_elbo():
     guide = AutoFlowGuide(plate_model, num_layers=2, hidden_dims=[8])
     guide(DATA)
-    randomize_parameters(guide.flow, scale=0.2)
+    randomize_parameters(guide, scale=0.2)
     losses = []
     for elbo in (Trace_ELBO(num_particles=5, vectorize_particles=True),
                  JitTrace_ELBO(num_particles=5, vectorize_particles=True,
@@ -208,7 +208,7 @@ def test_median_and_quantiles():
 def test_save_and_load_through_param_store_and_state_dict(tmp_path, float64):
     guide = AutoFlowGuide(plate_model, num_layers=2, hidden_dims=[8])
     guide(DATA)
-    randomize_parameters(guide.flow, scale=0.3)
+    randomize_parameters(guide, scale=0.3)
     z = guide.get_posterior().sample((5,))
     expected = guide.get_posterior().log_prob(z)
     pyro.get_param_store().save(tmp_path / "params.pt")
@@ -242,7 +242,7 @@ def test_stl_gradient_vanishes_at_the_exact_posterior(float64):
         guide()
         guide.set_affine(loc=torch.tensor([1.0, -2.0]), scale=torch.tensor([0.5, 2.0]))
         loss = Trace_ELBO().differentiable_loss(model, guide)
-        params = [guide.affine_white_unconstrained, *guide.flow.parameters()]
+        params = [guide.affine_white_unconstrained, guide.flow_packed_unconstrained]
         grads[stl] = torch.cat([g.flatten() for g in torch.autograd.grad(loss, params,
                                                                           allow_unused=False)])
     assert grads[True].abs().max() < 1e-10
@@ -251,9 +251,10 @@ def test_stl_gradient_vanishes_at_the_exact_posterior(float64):
 
 
 def test_stl_twin_tracks_the_live_flow_across_steps(float64):
-    """The STL scoring copy shares storage with the live flow: after optimiser steps (and an
-    ActNorm data-dependent init) its log q equals the live posterior's, and a param-store load
-    that replaces the flow's tensors rebuilds it."""
+    """The STL scoring copy computes with detached views of the one packed flow parameter:
+    after optimiser steps (and an ActNorm data-dependent init) its log q equals the live
+    posterior's, no gradient reaches the parameters through it, and a param-store load that
+    replaces the packed tensor takes effect in both."""
     def model():
         pyro.sample("z", dist.Normal(torch.tensor([1.0, -2.0, 0.0]), 1.0).to_event(1))
 
@@ -263,23 +264,48 @@ def test_stl_twin_tracks_the_live_flow_across_steps(float64):
     for _ in range(5):
         svi.step()
     z = torch.randn(7, 3)
-    live = guide.get_posterior().log_prob(z)
-    twin = guide._frozen_flow()
-    frozen = dist.TransformedDistribution(guide.get_base_dist(), [twin, guide._affine()])
-    torch.testing.assert_close(frozen.log_prob(z), live)
-    assert not any(p.requires_grad for p in twin.parameters())
+
+    def live_and_frozen():
+        live = guide.get_posterior().log_prob(z)
+        twin = guide._frozen_flow()
+        affine = guide._affine(guide.loc.detach(), guide.scale.detach())
+        frozen = dist.TransformedDistribution(guide.get_base_dist(), [twin, affine])
+        return live, frozen.log_prob(z)
+
+    live, frozen = live_and_frozen()
+    torch.testing.assert_close(frozen, live)
+    assert live.requires_grad and not frozen.requires_grad
     state = copy.deepcopy(pyro.get_param_store().get_state())
-    for name, value in state["params"].items():
-        if ".flow." in name:
-            value.data.add_(0.1)
+    names = [name for name in state["params"] if name.endswith("flow_packed")]
+    assert len(names) == 1
+    state["params"][names[0]].data.add_(0.1)
     pyro.clear_param_store()
     pyro.get_param_store().set_state(state)
-    guide()  # pyro.module(update_module_params=True) installs the loaded (new) tensors
-    assert guide._frozen_flow() is not twin
-    frozen = dist.TransformedDistribution(guide.get_base_dist(),
-                                          [guide._frozen_flow(), guide._affine()])
-    live = guide.get_posterior().log_prob(z)
-    torch.testing.assert_close(frozen.log_prob(z), live)
+    guide()  # the loaded (new) packed tensor is read from the store
+    live_after, frozen_after = live_and_frozen()
+    torch.testing.assert_close(frozen_after, live_after)
+    assert (live_after - live).abs().max() > 1e-3
+
+
+def test_flow_parameters_are_one_packed_tensor(float64):
+    """The flow's parameters are views of ``flow_packed``: one param-store entry for the flow,
+    writes through ``flow_parameters()`` change the posterior, and every view gets a gradient."""
+    guide = AutoFlowGuide(plate_model, arch="iaf", num_layers=2, hidden_dims=[8])
+    guide(DATA)
+    store_names = [n for n in pyro.get_param_store().keys() if "flow" in n]
+    assert store_names == ["AutoFlowGuide.flow_packed"]
+    views = guide.flow_parameters()
+    assert sum(v.numel() for v in views.values()) == guide.flow_packed.numel()
+    z = guide.get_posterior().sample((5,))
+    before = guide.get_posterior().log_prob(z)
+    randomize_parameters(guide, scale=0.3)
+    after = guide.get_posterior().log_prob(z)
+    assert (after - before).abs().max() > 1e-3
+    loss = Trace_ELBO().differentiable_loss(plate_model, guide, DATA)
+    grad, = torch.autograd.grad(loss, [guide.flow_packed_unconstrained])
+    for start, n in zip(guide._flow_layout.offsets, guide._flow_layout.numels, strict=True):
+        assert grad[start:start + n].abs().max() > 0
+
 
 @pytest.mark.cuda
 def test_guide_on_cuda():
