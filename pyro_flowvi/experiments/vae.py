@@ -83,6 +83,7 @@ class VAEConfig:
     lr_schedule: str = "cosine"
     warmup_epochs: float = 5.0
     ema: float = 0.0
+    train_particles: int = 1
     dropout: float = 0.0
     seed: int = 0
     device: str = "auto"
@@ -150,7 +151,7 @@ def build_run(cfg: VAEConfig, device: torch.device, example: Tensor
         create_plates=vae.create_plates, **cfg.flow_options)
     with torch.no_grad():
         guide(example)
-    return ELBOModule(vae, guide), guide
+    return ELBOModule(vae, guide, num_particles=cfg.train_particles), guide
 
 
 def _optimizer(cfg: VAEConfig, params: Any) -> tuple[torch.optim.Optimizer, Any]:
@@ -327,6 +328,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
       help="cosine: decay to lr/10 over --epochs (default %(default)s)")
     a("--warmup-epochs", type=float, default=d.warmup_epochs,
       help="KL warm-up epochs, 0 = none (default %(default)s)")
+    a("--train-particles", type=int, default=d.train_particles,
+      help="K > 1 trains the importance-weighted bound L_K (an IWAE; needs --warmup-epochs 0) "
+      "instead of the ELBO (default %(default)s)")
     a("--ema", type=float, default=d.ema, help="Polyak averaging: validate and evaluate an "
       "exponential moving average of the weights with this decay, e.g. 0.999 (0 = off; "
       "default %(default)s)")

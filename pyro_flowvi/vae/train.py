@@ -32,7 +32,7 @@ from tqdm.auto import tqdm
 from pyro_flowvi.autoguide.training import NonFiniteLossError
 from pyro_flowvi.vae.averaging import ParameterEMA
 from pyro_flowvi.vae.models import BernoulliVAE
-from pyro_flowvi.vae.objectives import elbo_terms
+from pyro_flowvi.vae.objectives import elbo_terms, importance_weighted_bound
 
 __all__ = [
     "ELBOModule",
@@ -49,22 +49,34 @@ __all__ = [
 class ELBOModule(nn.Module):
     """Model and guide as one module whose forward is the loss (what DDP wraps).
 
-    ``forward(x, num_data, beta, index=None)`` returns ``(loss, elbo)``: the annealed negative
-    ELBO per data point (differentiable) and the plain ELBO per data point (detached).
+    ``forward(x, num_data, beta, index=None)`` returns ``(loss, objective)``: the annealed
+    negative ELBO per data point (differentiable) and the plain ELBO per data point (detached).
+    With ``num_particles = K > 1`` the objective is instead the importance-weighted bound
+    :math:`\\mathcal L_K` per data point (an IWAE; no warm-up: ``beta`` must be 1).
     ``guide_fn`` replaces the guide's call (e.g. ``poutine.condition(guide, ...)`` in tests)
     while the guide's parameters stay registered here.
     """
 
     def __init__(self, vae: BernoulliVAE, guide: nn.Module,
-                 guide_fn: Callable | None = None) -> None:
+                 guide_fn: Callable | None = None, num_particles: int = 1) -> None:
         super().__init__()
+        if num_particles < 1:
+            raise ValueError(f"ELBOModule: num_particles must be >= 1, got {num_particles}")
         self.vae = vae
         self.guide = guide
         self._guide_fn = guide_fn
+        self.num_particles = int(num_particles)
 
     def forward(self, x: Tensor, num_data: int, beta: float | Tensor = 1.0,
                 index: Tensor | None = None) -> tuple[Tensor, Tensor]:
         guide = self._guide_fn if self._guide_fn is not None else self.guide
+        if self.num_particles > 1:
+            if isinstance(beta, float) and beta != 1.0:
+                raise ValueError("ELBOModule: KL warm-up anneals the single-sample ELBO; train "
+                                 "the importance-weighted bound (num_particles > 1) with beta = 1"
+                                 " (--warmup-epochs 0)")
+            bound = importance_weighted_bound(self.vae.model, guide, x, self.num_particles).mean()
+            return -bound, bound.detach()
         terms = elbo_terms(self.vae.model, guide, x, num_data=num_data, index=index)
         return -terms.elbo(beta) / num_data, terms.elbo().detach() / num_data
 

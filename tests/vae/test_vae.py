@@ -13,7 +13,9 @@ from pyro.infer import Trace_ELBO
 from pyro_flowvi import AmortizedFlowGuide
 from pyro_flowvi.cli import main
 from pyro_flowvi.vae import build_vae, elbo_terms, log_importance_weights, log_mean_exp
+from pyro_flowvi.vae.averaging import ParameterEMA
 from pyro_flowvi.vae.evaluate import evaluate_nll
+from pyro_flowvi.vae.objectives import importance_weighted_bound
 from pyro_flowvi.vae.train import ELBOModule, TrainState, fit, load_checkpoint
 from tests.vae.test_ddp import fixed_latent
 
@@ -116,6 +118,107 @@ def test_checkpoint_resume_continues_exactly(tmp_path):
                                                            straight.history]
     for k, v in module.state_dict().items():
         assert torch.equal(v, reference[k]), k
+
+
+def test_checkpoint_resume_with_parameter_averages(tmp_path):
+    """--ema: validation scores the averaged weights (so the kept best state is the average), and
+    a resumed run restores the averages and reproduces the straight run."""
+    x = toy_images(300)
+
+    def fresh():
+        torch.manual_seed(0)
+        pyro.clear_param_store()
+        vae, guide = small_run("iaf")
+        guide(x[:2])
+        module = ELBOModule(vae, guide)
+        opt = torch.optim.Adam(module.parameters(), lr=1e-2)
+        return module, opt, ParameterEMA(module, decay=0.9)
+
+    kwargs = dict(batch_size=50, valid=x[:50], eval_every=1, warmup_epochs=0, progress=False)
+    module, opt, ema = fresh()
+    straight = fit(module, opt, x, epochs=3, ema=ema, **kwargs)
+    live = {k: v.clone() for k, v in module.state_dict().items()}
+    with ema.swapped():
+        averaged = {k: v.clone() for k, v in module.state_dict().items()}
+    assert any(not torch.equal(live[k], averaged[k]) for k in live)  # the average is not live
+    best = straight.best_state
+    assert all(torch.equal(best[k], averaged[k]) for k in best) or straight.best_epoch < 3
+    for k, v in module.state_dict().items():  # swapped() restored the live weights
+        assert torch.equal(v, live[k]), k
+
+    module, opt, ema = fresh()
+    fit(module, opt, x, epochs=2, ema=ema, checkpoint=tmp_path / "ck.pt", **kwargs)
+    module, opt, ema = fresh()
+    state = load_checkpoint(tmp_path / "ck.pt", module, opt, None, ema)
+    resumed = fit(module, opt, x, epochs=3, ema=ema, state=state, **kwargs)
+    assert [h["valid_elbo"] for h in resumed.history] == [h["valid_elbo"] for h in
+                                                           straight.history]
+    with ema.swapped():
+        for k, v in module.state_dict().items():
+            assert torch.equal(v, averaged[k]), k
+
+
+def test_parameter_average_is_the_exponential_moving_average():
+    net = torch.nn.Linear(1, 1, bias=False)
+    with torch.no_grad():
+        net.weight.fill_(0.0)
+    ema = ParameterEMA(net, decay=0.5)
+    expected = 0.0
+    for t, value in enumerate([1.0, 2.0, 4.0, 8.0], start=1):
+        with torch.no_grad():
+            net.weight.fill_(value)
+        ema.update()
+        rho = min(0.5, (1 + t) / (10 + t))
+        expected = rho * expected + (1 - rho) * value
+    assert ema.averages[0].item() == pytest.approx(expected)
+    with pytest.raises(ValueError, match="decay must be in"):
+        ParameterEMA(net, decay=1.0)
+
+
+def test_importance_weighted_bound_is_exact_for_the_true_posterior_and_trains():
+    """With q = p(z | x) every weight is p(x): the bound equals log p(x) for any K.  With a
+    flow guide, L_K lies between the ELBO and log p(x) on average and ELBOModule trains it."""
+    import pyro.distributions as dist
+
+    def model(x):
+        with pyro.plate("data", len(x)):
+            z = pyro.sample("z", dist.Normal(torch.zeros(len(x)), 1.0))
+            pyro.sample("x", dist.Normal(z, 1.0), obs=x)
+
+    def exact(x):
+        with pyro.plate("data", len(x)):
+            pyro.sample("z", dist.Normal(x / 2, 0.5 ** 0.5))
+
+    x = torch.tensor([0.0, 1.5, -2.0])
+    log_px = dist.Normal(0.0, 2 ** 0.5).log_prob(x)
+    for k in (1, 7):
+        torch.testing.assert_close(importance_weighted_bound(model, exact, x, k), log_px)
+
+    torch.manual_seed(0)
+    images = toy_images(64)
+    vae, guide = small_run("iaf")
+    guide(images[:2])
+    module = ELBOModule(vae, guide, num_particles=8)
+    loss, bound = module(images, len(images))
+    loss.backward()
+    assert all(p.grad is not None for p in guide.parameters())
+    assert bound.item() == pytest.approx(-loss.item())
+    elbo = ELBOModule(vae, guide)(images, len(images))[1]
+    assert bound.item() > elbo.item()
+    with pytest.raises(ValueError, match="warm-up"):
+        module(images, len(images), beta=0.5)
+
+
+def test_dropout_acts_in_training_only():
+    torch.manual_seed(0)
+    vae, enc = build_vae("mlp", latent_dim=4, hidden_dims=[32], dropout=0.5)
+    z = torch.randn(3, 4)
+    vae.train()
+    assert not torch.equal(vae.decoder(z), vae.decoder(z))
+    vae.eval()
+    assert torch.equal(vae.decoder(z), vae.decoder(z))
+    with pytest.raises(ValueError, match="dropout is implemented for the mlp"):
+        build_vae("conv", latent_dim=4, dropout=0.1)
 
 
 def test_data_of_the_wrong_shape_or_dtype_is_rejected():
