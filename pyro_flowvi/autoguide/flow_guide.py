@@ -263,6 +263,14 @@ class AutoFlowGuide(AutoContinuous):
         self._flow_layout = PackedParameters(flow)
         self.flow = flow
         self.flow_packed = PyroParam(self._flow_layout.initial, constraints.real)
+        stored = self.flow_packed
+        if stored.shape != self._flow_layout.initial.shape:
+            raise ValueError(
+                f"AutoFlowGuide: the param store already holds "
+                f"{self._pyro_get_fullname('flow_packed')!r} of shape {tuple(stored.shape)}, but "
+                f"this guide's {self.arch!r} flow has {self._flow_layout.numel} parameters: "
+                "another guide of the same name filled the store. Call pyro.clear_param_store() "
+                "before building a different guide.")
 
     def _loc_scale(self) -> tuple[Tensor, Tensor]:
         """``(mu, L)`` of the affine map from the one packed parameter (one param-store read):

@@ -73,7 +73,8 @@ def test_banana_cli_tiny_run(tmp_path):
     banana.add_arguments(parser)
     args = parser.parse_args([
         "--b", "2.0", "--steps", "20", "--seeds", "0", "1", "--num-eval", "500",
-        "--num-entropy", "500", "--num-plot", "200", "--out", str(tmp_path), "--no-progress",
+        "--num-entropy", "500", "--num-khat", "1000", "--num-plot", "200", "--out", str(tmp_path),
+        "--no-progress",
         "--guides", "AutoNormal", "AutoIAFNormal", "iaf", "realnvp", "sylvester", "flowified",
         "--guide-option", "num_layers=2", "--guide-option", "hidden_dims=[8]",
     ])

@@ -366,3 +366,12 @@ def test_nonfinite_loss_names_the_parameter():
         pyro.param("model_loc").fill_(float("nan"))
     with pytest.raises(NonFiniteLossError, match="parameter 'model_loc'"):
         fit_svi(svi, num_steps=3, progress=False)
+
+
+def test_a_different_guide_of_the_same_name_in_a_filled_store_is_a_clear_error():
+    guide = AutoFlowGuide(plate_model, arch="iaf", num_layers=2, hidden_dims=[8])
+    guide(DATA)
+    other = AutoFlowGuide(plate_model, arch="realnvp", num_layers=2, hidden_dims=[8])
+    with pytest.raises(ValueError, match=r"already holds 'AutoFlowGuide.flow_packed' of shape.*"
+                                         r"pyro.clear_param_store\(\)"):
+        other(DATA)
