@@ -1,7 +1,7 @@
 """VAE benchmark: Gaussian vs IAF vs RealNVP vs Sylvester guides of the same VAE, equal epochs.
 
 Every guide trains the same MLP Bernoulli VAE (``pyro-flowvi vae`` defaults: encoder 784-512-256,
-mirrored decoder, latent 32, context 128, 2 flow layers, Adam 1e-3 with a cosine decay to 1e-4,
+mirrored decoder, latent 32, context 128, 4 flow layers, Adam 1e-3 with a cosine decay to 1e-4,
 batch 100, 5 warm-up epochs) on statically binarized MNIST for ``--epochs`` epochs (each run
 also stops after ``--minutes`` of training), then reports the test ELBO and the importance-sampled
 test NLL (``--num-is-samples`` draws per image, full test set unless ``--test-subset``) at the

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import weakref
-
 import torch
 from torch import Tensor, nn
 
@@ -67,16 +65,17 @@ class PackedParameters:
         for path, name in slots:
             sub = module.get_submodule(path)
             sub._parameters.pop(name, None)
-        self._targets: weakref.WeakKeyDictionary[nn.Module, list[nn.Module]] = (
-            weakref.WeakKeyDictionary())
+        # resolved submodules per target (a plain dict, so the layout pickles and deep-copies;
+        # the stored module is compared by identity, so a recycled id() cannot alias)
+        self._targets: dict[int, tuple[nn.Module, list[nn.Module]]] = {}
         self.install(module, self.initial)
 
     def _submodules(self, module: nn.Module) -> list[nn.Module]:
-        subs = self._targets.get(module)
-        if subs is None:
-            subs = [module.get_submodule(path) for path, _ in self.slots]
-            self._targets[module] = subs
-        return subs
+        entry = self._targets.get(id(module))
+        if entry is None or entry[0] is not module:
+            entry = (module, [module.get_submodule(path) for path, _ in self.slots])
+            self._targets[id(module)] = entry
+        return entry[1]
 
     def views(self, flat: Tensor) -> list[Tensor]:
         """The parameter views of ``flat``, one per distinct parameter, in layout order."""

@@ -91,16 +91,21 @@ def test_few_hundred_steps_on_a_1k_subset_lower_the_loss(arch):
     assert state.history[-1]["train_elbo"] > state.history[0]["train_elbo"]
 
 
+def seeded_module_and_optimizer(x, lr):
+    """The same small IAF-VAE module and a fresh Adam on it, every call."""
+    torch.manual_seed(0)
+    pyro.clear_param_store()
+    vae, guide = small_run("iaf")
+    guide(x[:2])
+    module = ELBOModule(vae, guide)
+    return module, torch.optim.Adam(module.parameters(), lr=lr)
+
+
 def test_checkpoint_resume_continues_exactly(tmp_path):
     x = toy_images(300)
 
     def fresh():
-        torch.manual_seed(0)
-        pyro.clear_param_store()
-        vae, guide = small_run("iaf")
-        guide(x[:2])
-        module = ELBOModule(vae, guide)
-        opt = torch.optim.Adam(module.parameters(), lr=1e-3)
+        module, opt = seeded_module_and_optimizer(x, 1e-3)
         return module, opt, torch.optim.lr_scheduler.StepLR(opt, 1, gamma=0.5)
 
     kwargs = dict(batch_size=50, valid=x[:50], eval_every=1, warmup_epochs=2, progress=False)
@@ -126,12 +131,7 @@ def test_checkpoint_resume_with_parameter_averages(tmp_path):
     x = toy_images(300)
 
     def fresh():
-        torch.manual_seed(0)
-        pyro.clear_param_store()
-        vae, guide = small_run("iaf")
-        guide(x[:2])
-        module = ELBOModule(vae, guide)
-        opt = torch.optim.Adam(module.parameters(), lr=1e-2)
+        module, opt = seeded_module_and_optimizer(x, 1e-2)
         return module, opt, ParameterEMA(module, decay=0.9)
 
     kwargs = dict(batch_size=50, valid=x[:50], eval_every=1, warmup_epochs=0, progress=False)
