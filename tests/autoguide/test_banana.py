@@ -18,8 +18,8 @@ from pyro_flowvi.experiments.banana import (
 
 # Measured with the final AutoFlowGuide defaults, b = 1, seed 0, STEPS steps (BananaConfig's
 # optimiser: 8 vectorised particles, Adam lr 5e-3 decayed over the second half to 2.5e-4), KL on
-# 20000 draws: iaf 0.014, realnvp 0.022, sylvester 0.41.  The bars are about 2-3x that
-# (3000-step, 3-seed numbers: BENCHMARKS.md).
+# 20000 draws: iaf 0.014, realnvp 0.022 (its earlier 4-layer default), sylvester 0.41.  The bars
+# are about 2-3x that (3000-step, 3-seed numbers: BENCHMARKS.md).
 STEPS = 1500
 KL_BAR = {"iaf": 0.04, "realnvp": 0.06, "sylvester": 0.75}
 
