@@ -333,11 +333,12 @@ class AutoFlowGuide(AutoContinuous):
         """Diagonal scale (``base="diagonal"``) or lower-triangular scale (``base="full"``)."""
         return self._loc_scale()[1]
 
-    def _live_flow(self) -> nn.Module:
-        """The flow with views of the current ``flow_packed`` installed as its parameters (read
-        through the param store, so a loaded store takes effect and SVI sees the parameter)."""
+    def _live_flow(self, flat: Tensor | None = None) -> nn.Module:
+        """The flow with views of ``flat`` (default: the current ``flow_packed``, read through
+        the param store, so a loaded store takes effect and SVI sees the parameter) installed as
+        its parameters."""
         flow = self._modules["flow"]
-        self._flow_layout.install(flow, self.flow_packed)
+        self._flow_layout.install(flow, self.flow_packed if flat is None else flat)
         return flow
 
     def flow_parameters(self) -> dict[str, Tensor]:
@@ -401,8 +402,7 @@ class AutoFlowGuide(AutoContinuous):
         flat = self._parameters.get("flow_packed_unconstrained")
         if flat is not None and "_flow_layout" in self.__dict__:
             self._flow_layout.install(self._modules["flow"], flat.detach())
-        state = super().__getstate__()
-        state = dict(state)
+        state = dict(super().__getstate__())
         state.pop("_frozen_flow_cache", None)
         return state
 
@@ -414,8 +414,7 @@ class AutoFlowGuide(AutoContinuous):
     def sample_latent(self, *args: Any, **kwargs: Any) -> Tensor:
         flat = self.flow_packed
         frozen = self._frozen_flow(flat) if self.stl and torch.is_grad_enabled() else None
-        flow = self._modules["flow"]
-        self._flow_layout.install(flow, flat)
+        flow = self._live_flow(flat)
         loc, scale = self._loc_scale()
         base = self.get_base_dist()
         posterior = dist.TransformedDistribution(base, [flow, self._affine(loc, scale)])

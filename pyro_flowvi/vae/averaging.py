@@ -51,8 +51,8 @@ class ParameterEMA:
         if not 0.0 <= decay < 1.0:
             raise ValueError(f"ParameterEMA: decay must be in [0, 1), got {decay}")
         self.decay = float(decay)
-        self.params = [p for p in module.parameters() if p.is_floating_point()]
-        self._live = [p.detach() for p in self.params]  # storage-sharing views, built once
+        # storage-sharing detached views of the live parameters, built once
+        self._live = [p.detach() for p in module.parameters() if p.is_floating_point()]
         self.averages = [p.clone() for p in self._live]
         self.num_updates = 0
 
