@@ -77,6 +77,9 @@ class VAEConfig:
     architecture: str = "mlp"
     latent_dim: int = 32
     hidden: list[int] = field(default_factory=lambda: [512, 256])
+    prior_flow: str | None = None
+    prior_layers: int = 2
+    prior_hidden: list[int] | None = None
     epochs: int = 50
     batch_size: int = 100
     lr: float = 1e-3
@@ -85,6 +88,7 @@ class VAEConfig:
     ema: float = 0.0
     train_particles: int = 1
     dropout: float = 0.0
+    train_on_valid: bool = False
     seed: int = 0
     device: str = "auto"
     out: str = "outputs/vae"
@@ -143,7 +147,9 @@ def build_run(cfg: VAEConfig, device: torch.device, example: Tensor
         check_arch(cfg.flow)
     torch.manual_seed(cfg.seed)
     vae, encoder = build_vae(cfg.architecture, cfg.latent_dim,
-                             0 if gaussian else cfg.context_dim, cfg.hidden, dropout=cfg.dropout)
+                             0 if gaussian else cfg.context_dim, cfg.hidden, dropout=cfg.dropout,
+                             prior_flow=cfg.prior_flow, prior_layers=cfg.prior_layers,
+                             prior_hidden=cfg.prior_hidden)
     vae, encoder = vae.to(device), encoder.to(device)
     guide = AmortizedFlowGuide(
         vae.model, encoder, arch=None if gaussian else cfg.flow, num_flows=cfg.num_flows,
@@ -204,6 +210,10 @@ def _run(cfg: VAEConfig, device: torch.device, rank: int, world: int) -> dict[st
         test = test[torch.randperm(len(test), generator=pick)[: cfg.test_subset].to(device)]
     shown = test[torch.randperm(len(test), generator=pick)[:50].to(device)]
     module, guide = build_run(cfg, device, valid[:2])
+    if cfg.train_on_valid:
+        # the final-model protocol: fit on train + valid, evaluate the last (averaged) weights
+        # (mnist: the valid rows are binarized once, and stay so under dynamic binarization)
+        train, valid = torch.cat([train, valid]), None
     module.vae.init_output_bias(train.mean(0))
     num_params = sum(p.numel() for p in module.parameters())
     optimizer, sched = _optimizer(cfg, module.parameters())
@@ -226,7 +236,7 @@ def _run(cfg: VAEConfig, device: torch.device, rank: int, world: int) -> dict[st
     if rank != 0:
         return {}
     final_epoch = state.epoch
-    if cfg.keep_best and state.best_state is not None:
+    if cfg.keep_best and state.best_state is not None:  # never set with --train-on-valid
         module.load_state_dict(state.best_state)  # averaged weights when --ema
     elif ema is not None:
         ema.copy_to_module()
@@ -242,6 +252,7 @@ def _run(cfg: VAEConfig, device: torch.device, rank: int, world: int) -> dict[st
         "test_nll": summarize(result["nll"]),
         "num_is_samples": cfg.num_is_samples,
         "num_test": len(test),
+        "num_train": len(train),
         "epochs": final_epoch,
         "evaluated_epoch": state.best_epoch if cfg.keep_best and state.best_state else final_epoch,
         "best_valid_elbo": state.best_valid if state.best_state else None,
@@ -289,6 +300,7 @@ def format_report(metrics: dict[str, Any]) -> str:
         f"VAE on {cfg['dataset']}: {cfg['architecture']} {cfg['hidden']}, latent "
         f"{cfg['latent_dim']}, guide {cfg['flow']}"
         + ("" if cfg["flow"].lower() in GAUSSIAN else f" x{cfg['num_flows']}")
+        + (f", prior {cfg['prior_flow']} x{cfg['prior_layers']}" if cfg.get("prior_flow") else "")
         + f" ({metrics['num_params']} params), {metrics['epochs']} epochs on "
         f"{metrics['device']} (x{metrics['world_size']}), {metrics['seconds_per_epoch']:.1f} "
         f"s/epoch, evaluated at epoch {metrics['evaluated_epoch']}",
@@ -323,6 +335,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     a("--latent-dim", type=int, default=d.latent_dim, help="default %(default)s")
     a("--hidden", type=int, nargs="+", default=d.hidden,
       help="encoder hidden sizes, mirrored by the decoder (default %(default)s)")
+    a("--prior-flow", default=d.prior_flow, help="a learned flow prior p(z) = f#N(0, I): a "
+      "registry arch with a one-pass inverse (maf, realnvp); default: the standard normal")
+    a("--prior-layers", type=int, default=d.prior_layers,
+      help="layers of the prior flow (default %(default)s)")
+    a("--prior-hidden", type=int, nargs="+", default=d.prior_hidden,
+      help="conditioner hidden sizes of the prior flow (default: the registry's)")
     a("--epochs", type=int, default=d.epochs, help="default %(default)s")
     a("--batch-size", type=int, default=d.batch_size, help="per process (default %(default)s)")
     a("--lr", type=float, default=d.lr, help="Adam learning rate (default %(default)s)")
@@ -338,6 +356,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
       "default %(default)s)")
     a("--dropout", type=float, default=d.dropout,
       help="dropout after each hidden layer of the MLP encoder and decoder (default %(default)s)")
+    a("--train-on-valid", action="store_true", help="train on the training plus the "
+      "validation images (50k + 10k for binarized-mnist) and evaluate the final (with --ema: "
+      "averaged) weights: no validation curve, no best-epoch selection")
     a("--seed", type=int, default=d.seed, help="default %(default)s")
     a("--device", default=d.device, help="auto, cpu, cuda, cuda:1... (default %(default)s)")
     a("--out", default=d.out, help="output directory (default %(default)s)")

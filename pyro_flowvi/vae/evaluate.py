@@ -98,8 +98,6 @@ def reconstruct(vae: BernoulliVAE, guide: Any, x: Tensor) -> Tensor:
 
 @torch.no_grad()
 def sample_images(vae: BernoulliVAE, num: int, generator: torch.Generator | None = None) -> Tensor:
-    """Pixel probabilities of ``p(x | z)`` for ``z ~ N(0, I)``: ``(num, 784)``."""
-    param = next(vae.decoder.parameters())
-    z = torch.randn(num, vae.latent_dim, generator=generator, device=param.device,
-                    dtype=param.dtype)
-    return vae.decode_probs(z)
+    """Pixel probabilities of ``p(x | z)`` for ``z ~ p(z)`` (``N(0, I)`` or the flow prior):
+    ``(num, 784)``."""
+    return vae.decode_probs(vae.sample_prior(num, generator))

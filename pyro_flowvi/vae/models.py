@@ -10,6 +10,17 @@ The generative model of a ``28 x 28`` binary image ``x`` with latent ``z \\in R^
 
 written as a Pyro model (:meth:`BernoulliVAE.model`) with the images in a ``"data"`` plate.  The
 encoder returns ``(loc, scale, h)`` for :class:`~pyro_flowvi.AmortizedFlowGuide`.
+
+Optionally the prior is a learned flow (``build_vae(prior_flow="maf")``): ``z = f(e)``,
+``e ~ N(0, I_D)``, so that
+
+.. math::
+
+    \\log p_\\psi(z) = \\log \\mathcal N\\big(f_\\psi^{-1}(z); 0, I_D\\big)
+        - \\log\\big|\\det J_{f_\\psi}\\big(f_\\psi^{-1}(z)\\big)\\big|,
+
+trained with the decoder.  The guide's draws are scored through ``f^{-1}``, so the flow needs a
+one-pass inverse (``maf``, ``realnvp``); images are sampled through ``f``.
 """
 
 from __future__ import annotations
@@ -21,6 +32,9 @@ import pyro.distributions as dist
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from pyro_flowvi.flows import build_flow
+from pyro_flowvi.transforms.base import FlowTransform
 
 __all__ = [
     "ARCHITECTURES",
@@ -155,12 +169,25 @@ class BernoulliVAE(nn.Module):
         >>> tr = pyro.poutine.trace(vae.model).get_trace(torch.zeros(3, 784), num_data=30)
         >>> tr.nodes["z"]["value"].shape, tr.nodes["z"]["scale"]
         (torch.Size([3, 4]), 10.0)
+
+    ``prior_flow`` (a flow transform on ``R^latent_dim`` with an inverse) makes the prior the
+    flow's push-forward of ``N(0, I)``; ``None`` keeps the standard normal prior.
     """
 
-    def __init__(self, decoder: nn.Module, latent_dim: int) -> None:
+    def __init__(self, decoder: nn.Module, latent_dim: int,
+                 prior_flow: FlowTransform | None = None) -> None:
         super().__init__()
         self.decoder = decoder
         self.latent_dim = int(latent_dim)
+        if prior_flow is not None:
+            if getattr(prior_flow, "dim", self.latent_dim) != self.latent_dim:
+                raise ValueError(f"BernoulliVAE: the prior flow acts on dim {prior_flow.dim}, but "
+                                 f"the latent has dim {self.latent_dim}")
+            if not getattr(prior_flow, "has_inverse", False):
+                raise ValueError(
+                    f"BernoulliVAE: the prior flow {type(prior_flow).__name__} has no inverse, "
+                    "so p(z) of the guide's draws cannot be evaluated; use maf or realnvp")
+        self.prior_flow = prior_flow
 
     @staticmethod
     def check_data(x: Tensor) -> None:
@@ -190,11 +217,28 @@ class BernoulliVAE(nn.Module):
         """``p(z) p(x | z)`` for a mini-batch; ``z`` may carry extra leading sample dims."""
         self.check_data(x)
         pyro.module("decoder", self.decoder)
+        if self.prior_flow is not None:
+            pyro.module("prior_flow", self.prior_flow)
         with self.create_plates(x, num_data, index):
-            loc = x.new_zeros(x.shape[0], self.latent_dim)
-            z = pyro.sample("z", dist.Normal(loc, 1.0).to_event(1))
+            z = pyro.sample("z", self.prior(x.new_zeros(x.shape[0], self.latent_dim)))
             pyro.sample("x", dist.Bernoulli(logits=self.decoder(z), validate_args=False)
                         .to_event(1), obs=x)
+
+    def prior(self, loc: Tensor) -> dist.TorchDistribution:
+        """``p(z)`` with batch shape ``loc.shape[:-1]``: ``N(loc, I)``, pushed through the prior
+        flow when there is one (``loc`` is zeros in :meth:`model`)."""
+        base = dist.Normal(loc, 1.0).to_event(1)
+        if self.prior_flow is None:
+            return base
+        return dist.TransformedDistribution(base, self.prior_flow)
+
+    @torch.no_grad()
+    def sample_prior(self, num: int, generator: torch.Generator | None = None) -> Tensor:
+        """``num`` draws of ``z ~ p(z)``: ``(num, latent_dim)``."""
+        param = next(self.decoder.parameters())
+        eps = torch.randn(num, self.latent_dim, generator=generator, device=param.device,
+                          dtype=param.dtype)
+        return eps if self.prior_flow is None else self.prior_flow(eps)
 
     @torch.no_grad()
     def init_output_bias(self, mean_image: Tensor) -> None:
@@ -219,8 +263,15 @@ def build_vae(
     hidden_dims: Sequence[int] = (512, 256),
     activation: Callable[[], nn.Module] = nn.ELU,
     dropout: float = 0.0,
+    prior_flow: str | None = None,
+    prior_layers: int = 2,
+    prior_hidden: Sequence[int] | None = None,
 ) -> tuple[BernoulliVAE, nn.Module]:
     """A :class:`BernoulliVAE` and its encoder (``context_dim = 0``: no ``h`` head).
+
+    ``prior_flow`` names a registry arch with a one-pass inverse (``"maf"``, ``"realnvp"``) for a
+    learned flow prior of ``prior_layers`` layers (conditioner widths ``prior_hidden``, default
+    the registry's); ``None`` (default) is the standard normal prior.
 
     ``hidden_dims`` are the encoder's hidden sizes (the MLP decoder mirrors them); the
     convolutional option uses ``hidden_dims[0]`` for its dense layer.  ``dropout`` (MLP only)
@@ -231,6 +282,9 @@ def build_vae(
         >>> vae, enc = build_vae("mlp", latent_dim=8, context_dim=16, hidden_dims=[32])
         >>> vae.decoder(torch.zeros(5, 8)).shape
         torch.Size([5, 784])
+        >>> vae, _ = build_vae(latent_dim=8, hidden_dims=[32], prior_flow="maf")
+        >>> vae.prior(torch.zeros(3, 8)).log_prob(torch.zeros(3, 8)).shape
+        torch.Size([3])
     """
     if architecture not in ARCHITECTURES:
         raise ValueError(f"build_vae: architecture must be one of {ARCHITECTURES}, got "
@@ -248,4 +302,7 @@ def build_vae(
     else:
         encoder = ConvEncoder(latent_dim, context_dim, hidden[0], activation)
         decoder = ConvDecoder(latent_dim, hidden[0], activation)
-    return BernoulliVAE(decoder, latent_dim), encoder
+    flow = None
+    if prior_flow is not None:
+        flow = build_flow(prior_flow, latent_dim, num_layers=prior_layers, hidden_dims=prior_hidden)
+    return BernoulliVAE(decoder, latent_dim, flow), encoder
