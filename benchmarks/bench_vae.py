@@ -11,6 +11,9 @@ each run's own directory (metrics, plots, checkpoint) under ``--out``, and print
 
     python benchmarks/bench_vae.py --out outputs/bench_vae                    # the 1-hour run
     python benchmarks/bench_vae.py --epochs 10 --test-subset 2000 --out /tmp/b   # a short one
+    python benchmarks/bench_vae.py --guides gaussian,iaf --epochs 100 --minutes 53 \
+        --set train_particles=5 --set warmup_epochs=0 --set ema=0.999 --set prior_flow=maf \
+        --set prior_layers=4 --set prior_hidden=[128,128]      # the IWAE + flow-prior recipe
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from typing import Any
 
 import torch
 
+from pyro_flowvi.experiments.common import key_value_option
 from pyro_flowvi.experiments.vae import VAEConfig, run_vae
 from pyro_flowvi.vae.plots import plot_vae_curves
 
@@ -92,15 +96,24 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--progress", action="store_true", help="show each run's progress bars")
+    parser.add_argument("--set", dest="options", action="append", type=key_value_option,
+                        default=[], metavar="KEY=VALUE",
+                        help="any other VAEConfig field for every run (JSON values), e.g. "
+                        "train_particles=5 or prior_flow=maf; repeatable")
     parser.add_argument("--out", default="outputs/bench_vae")
     args = parser.parse_args()
+    options = dict(args.options)
+    unknown = sorted(set(options) - set(VAEConfig.__dataclass_fields__))
+    if unknown:
+        parser.error(f"--set: unknown VAEConfig field(s) {unknown}; see pyro-flowvi vae --help")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     guides = [g.strip() for g in args.guides.split(",") if g.strip()]
     jobs = [dict(flow=g, epochs=args.epochs, max_minutes=args.minutes,
                  num_is_samples=args.num_is_samples, test_subset=args.test_subset,
                  dataset=args.dataset, data_dir=args.data_dir, device=args.device,
-                 seed=args.seed, progress=args.progress, out=str(out / g)) for g in guides]
+                 seed=args.seed, progress=args.progress, out=str(out / g)) | options
+            for g in guides]
     t0 = time.perf_counter()
     if args.jobs > 1 and len(jobs) > 1:
         with mp.get_context("spawn").Pool(min(args.jobs, len(jobs)), maxtasksperchild=1) as pool:
@@ -117,7 +130,7 @@ def main() -> None:
         "wall_seconds": time.perf_counter() - t0,
         "machine": {"platform": platform.platform(), "processor": platform.processor(),
                     "cpus": mp.cpu_count(), "jobs": args.jobs},
-        "args": vars(args),
+        "args": {**vars(args), "options": options},
     }
     (out / "bench_vae.json").write_text(json.dumps(summary, indent=2) + "\n")
     plot_vae_curves({g: m["history"] for g, m in results.items()}, out / "curves.png")
