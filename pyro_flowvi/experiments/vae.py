@@ -270,13 +270,17 @@ def _run(cfg: VAEConfig, device: torch.device, rank: int, world: int) -> dict[st
     }
     gen = torch.Generator(device=device).manual_seed(cfg.seed)
     files = {
-        "samples": plot_image_grid(sample_images(module.vae, 100, gen), out / "samples.png",
-                                   title=f"samples ({cfg.flow} guide): p(x | z), z ~ N(0, I)"),
+        "samples": plot_image_grid(
+            sample_images(module.vae, 100, gen), out / "samples.png",
+            title=f"samples ({cfg.flow} guide): p(x | z), z ~ "
+            + (f"{cfg.prior_flow} flow prior" if cfg.prior_flow else "N(0, I)")),
         "reconstructions": plot_reconstructions(shown, reconstruct(module.vae, guide, shown),
                                                 out / "reconstructions.png"),
         "training_curve": plot_vae_curves(
             {cfg.flow: state.history}, out / "training_curve.png",
-            references={"test ELBO": metrics["test_elbo"]["mean"]}),
+            references={"test ELBO": metrics["test_elbo"]["mean"]},
+            train_label="train ELBO" if cfg.train_particles == 1
+            else f"train L_{cfg.train_particles} bound"),
         "checkpoint": checkpoint,
     }
     metrics["runtime_seconds"] = time.perf_counter() - t_start

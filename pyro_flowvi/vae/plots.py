@@ -62,8 +62,12 @@ def plot_reconstructions(x: Tensor, recon: Tensor, path: str | Path, *, nrow: in
 
 
 def plot_vae_curves(histories: Mapping[str, Sequence[Mapping[str, Any]]], path: str | Path,
-                    *, references: Mapping[str, float] | None = None) -> Path:
+                    *, references: Mapping[str, float] | None = None,
+                    train_label: str = "train ELBO") -> Path:
     """Training (lines) and validation (markers) ELBO per epoch for one or more runs.
+
+    ``train_label`` names the training curve (``"train L_5 bound"`` for an IWAE run, whose
+    history's ``train_elbo`` holds the importance-weighted bound).
 
     Example:
         >>> import tempfile, os
@@ -79,7 +83,7 @@ def plot_vae_curves(histories: Mapping[str, Sequence[Mapping[str, Any]]], path: 
         color = f"C{k}"
         ep = [h["epoch"] for h in hist]
         tr = [h["train_elbo"] for h in hist]
-        ax.plot(ep, tr, color=color, lw=1.2, label=f"{label} train ELBO")
+        ax.plot(ep, tr, color=color, lw=1.2, label=f"{label} {train_label}")
         val = [(h["epoch"], h["valid_elbo"]) for h in hist if "valid_elbo" in h]
         if val:
             ax.plot(*zip(*val, strict=True), "o--", color=color, ms=3, lw=0.8,
