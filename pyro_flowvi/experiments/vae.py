@@ -8,7 +8,10 @@ draws per image by default) and writes ``metrics.json``, ``samples.png``,
 ``binarized-mnist`` (the static binarization of Larochelle and Murray 2011: 50k / 10k / 10k) and
 ``mnist`` (the IDX files, 50k train / 10k valid split of the 60k, binarized dynamically during
 training; the test set is binarized once with a fixed seed).  Run it under ``torchrun`` for
-data-parallel training (see :mod:`pyro_flowvi.vae.train`).
+data-parallel training (see :mod:`pyro_flowvi.vae.train`).  ``--prior-flow maf`` learns a flow
+prior ``p(z)`` with the decoder (84.64 nats test NLL with the 4-layer IAF guide, ``--train-particles
+5 --warmup-epochs 0 --ema 0.999 --prior-layers 4 --prior-hidden 128 128``, 54 minutes on one CPU
+thread; see ``BENCHMARKS.md``).
 """
 
 from __future__ import annotations
