@@ -180,10 +180,10 @@ class BernoulliVAE(nn.Module):
         self.decoder = decoder
         self.latent_dim = int(latent_dim)
         if prior_flow is not None:
-            if getattr(prior_flow, "dim", self.latent_dim) != self.latent_dim:
+            if prior_flow.dim != self.latent_dim:
                 raise ValueError(f"BernoulliVAE: the prior flow acts on dim {prior_flow.dim}, but "
                                  f"the latent has dim {self.latent_dim}")
-            if not getattr(prior_flow, "has_inverse", False):
+            if not prior_flow.has_inverse:
                 raise ValueError(
                     f"BernoulliVAE: the prior flow {type(prior_flow).__name__} has no inverse, "
                     "so p(z) of the guide's draws cannot be evaluated; use maf or realnvp")
