@@ -1,6 +1,6 @@
 """pyro_flowvi: normalizing-flow variational inference for Pyro."""
 
-from pyro_flowvi.autoguide import AmortizedFlowGuide, AutoFlowGuide
+from pyro_flowvi.autoguide import AmortizedFlowGuide, AutoFlowGuide, MassCoveringELBO
 from pyro_flowvi.flows import available_archs, build_flow, register_arch
 
 __version__ = "0.1.0"
@@ -8,6 +8,7 @@ __version__ = "0.1.0"
 __all__ = [
     "AmortizedFlowGuide",
     "AutoFlowGuide",
+    "MassCoveringELBO",
     "__version__",
     "available_archs",
     "build_flow",

@@ -27,6 +27,7 @@ __all__ = [
     "importance_ess",
     "importance_log_weights",
     "log_evidence_estimate",
+    "particle_log_weights",
     "psis_khat",
     "to_inference_data",
 ]
@@ -86,6 +87,36 @@ def _particle_value(site: dict, dim: int, n: int) -> Tensor:
     return value.reshape((n,) + rest + tuple(event))
 
 
+def particle_log_weights(
+    model_trace: poutine.Trace, guide_trace: poutine.Trace, dim: int, n: int,
+    values: dict[str, list[Tensor]] | None = None,
+) -> Tensor:
+    r"""Per-particle :math:`\log p(x, z_s) - \log q(z_s)` of a vectorised importance trace pair.
+
+    ``dim = max_plate_nesting + 1`` is the depth of the particle plate, ``n`` its size.  Every
+    sample site's (scaled, masked) log-prob is summed over all but the particle dim; model sites
+    not in the guide are skipped (drawn from their prior, they cancel).  The result keeps its
+    autograd graph.  When ``values`` is given, each latent model site's value (shape
+    ``(n,) + site shape``, detached) is appended to ``values[name]``.
+    """
+    log_w: Tensor | float = 0.0
+    for name, site in model_trace.nodes.items():
+        if site["type"] != "sample":
+            continue
+        if not site["is_observed"]:
+            if name not in guide_trace.nodes:
+                continue  # drawn from its prior: p / q cancels
+            if values is not None and not site["infer"].get("is_auxiliary"):
+                values.setdefault(name, []).append(_particle_value(site, dim, n))
+        log_w = log_w + _to_particles(site["log_prob"], dim, n)
+    for site in guide_trace.nodes.values():
+        if site["type"] == "sample":
+            log_w = log_w - _to_particles(site["log_prob"], dim, n)
+    if not isinstance(log_w, Tensor):
+        raise ValueError("importance_log_weights: the model and guide have no sample sites")
+    return log_w
+
+
 @torch.no_grad()
 def importance_log_weights(
     model: Callable, guide: Callable, *args: Any, num_samples: int = 1000,
@@ -140,21 +171,7 @@ def importance_log_weights(
         model_trace, guide_trace = get_importance_trace(
             "flat", dim, vec_model, vec_guide, args, kwargs
         )
-        log_w: Tensor | float = 0.0
-        for name, site in model_trace.nodes.items():
-            if site["type"] != "sample":
-                continue
-            if not site["is_observed"]:
-                if name not in guide_trace.nodes:
-                    continue  # drawn from its prior: p / q cancels
-                if not site["infer"].get("is_auxiliary"):
-                    values.setdefault(name, []).append(_particle_value(site, dim, n))
-            log_w = log_w + _to_particles(site["log_prob"], dim, n)
-        for site in guide_trace.nodes.values():
-            if site["type"] == "sample":
-                log_w = log_w - _to_particles(site["log_prob"], dim, n)
-        if not isinstance(log_w, Tensor):
-            raise ValueError("importance_log_weights: the model and guide have no sample sites")
+        log_w = particle_log_weights(model_trace, guide_trace, dim, n, values=values)
         log_ws.append(log_w)
     samples = {name: torch.cat(parts) for name, parts in values.items()}
     return torch.cat(log_ws).detach(), samples

@@ -2,6 +2,14 @@
 
 from pyro_flowvi.autoguide.amortized import AmortizedFlowGuide
 from pyro_flowvi.autoguide.flow_guide import AutoFlowGuide
+from pyro_flowvi.autoguide.objectives import MassCoveringELBO
 from pyro_flowvi.autoguide.training import NonFiniteLossError, find_nonfinite, fit_svi
 
-__all__ = ["AmortizedFlowGuide", "AutoFlowGuide", "NonFiniteLossError", "find_nonfinite", "fit_svi"]
+__all__ = [
+    "AmortizedFlowGuide",
+    "AutoFlowGuide",
+    "MassCoveringELBO",
+    "NonFiniteLossError",
+    "find_nonfinite",
+    "fit_svi",
+]

@@ -49,7 +49,7 @@ from torch.distributions import TransformedDistribution
 from tqdm.auto import tqdm
 
 import pyro_flowvi
-from pyro_flowvi import AutoFlowGuide
+from pyro_flowvi import AutoFlowGuide, MassCoveringELBO
 from pyro_flowvi.autoguide.flow_guide import default_guide_hidden
 from pyro_flowvi.diagnostics import importance_log_weights, psis_khat
 from pyro_flowvi.experiments.common import (
@@ -69,6 +69,7 @@ __all__ = [
     "make_optimizer",
     "HELP",
     "STOCK_GUIDES",
+    "COVERING_SUFFIX",
     "BananaConfig",
     "EntropyIdentityError",
     "add_arguments",
@@ -81,6 +82,7 @@ __all__ = [
     "make_guide",
     "run",
     "run_banana",
+    "split_objective",
 ]
 
 HELP = "fit stock and flow guides to a banana (log Z = 0); report KL, k-hat and entropy checks"
@@ -88,6 +90,23 @@ LATENT_DIM = 2
 
 FLOW_GUIDES = ("iaf", "realnvp", "sylvester", "flowified")
 """Our guides: :class:`~pyro_flowvi.AutoFlowGuide` with this ``arch`` (skipped if unregistered)."""
+
+COVERING_SUFFIX = "+fkl"
+"""A flow guide name ending in this (e.g. ``"iaf+fkl"``) is trained with
+:class:`~pyro_flowvi.MassCoveringELBO` (``forward_particles``, ``forward_weight`` from the config)
+instead of ``Trace_ELBO``: the same guide, the mass-covering objective, side by side."""
+
+
+def split_objective(name: str) -> tuple[str, bool]:
+    """``(guide name, trained with the mass-covering objective)`` for a banana guide name.
+
+    Example:
+        >>> split_objective("iaf+fkl"), split_objective("AutoNormal")
+        (('iaf', True), ('AutoNormal', False))
+    """
+    if name.endswith(COVERING_SUFFIX):
+        return name[: -len(COVERING_SUFFIX)], True
+    return name, False
 
 
 def _stock_iaf_equal_size(model: Callable) -> AutoGuide:
@@ -148,6 +167,8 @@ class BananaConfig:
     seeds: list[int] = dataclasses.field(default_factory=lambda: [0])
     steps: int = 3000
     num_particles: int = 8
+    forward_particles: int = 256
+    forward_weight: float = 2.0
     lr: float = 5e-3
     lr_decay: float = 0.05
     lr_decay_start: float = 0.5
@@ -183,8 +204,13 @@ def make_guide(name: str, model: Callable, **guide_options: Any) -> AutoGuide | 
     """The guide called ``name``: a stock Pyro guide, or ``AutoFlowGuide(model, arch=name)``.
 
     Returns ``None`` for a flow arch that is not registered (e.g. ``"flowified"`` before it
-    lands), so callers can skip it.  ``guide_options`` go to ``AutoFlowGuide`` only.
+    lands), so callers can skip it.  ``guide_options`` go to ``AutoFlowGuide`` only.  A
+    ``"+fkl"`` suffix (:data:`COVERING_SUFFIX`) names the objective, not the guide: it is dropped.
     """
+    name, covering = split_objective(name)
+    if covering and name in STOCK_GUIDES:
+        raise ValueError(f"banana: {name + COVERING_SUFFIX!r}: the mass-covering objective needs "
+                         "an AutoFlowGuide (a flow arch), not a stock guide")
     if name in STOCK_GUIDES:
         return STOCK_GUIDES[name](model)
     if name.lower() not in available_archs():
@@ -251,8 +277,13 @@ def fit_guide(
     guide = make_guide(name, model, **options)
     if guide is None:
         return None
-    elbo = Trace_ELBO(num_particles=cfg.num_particles, vectorize_particles=True,
-                      max_plate_nesting=0)
+    if split_objective(name)[1]:
+        elbo = MassCoveringELBO(num_particles=cfg.num_particles,
+                                forward_particles=cfg.forward_particles,
+                                forward_weight=cfg.forward_weight, max_plate_nesting=0)
+    else:
+        elbo = Trace_ELBO(num_particles=cfg.num_particles, vectorize_particles=True,
+                          max_plate_nesting=0)
     optim = make_optimizer(cfg)
     svi = SVI(model, guide, optim, elbo)
     losses = np.empty(cfg.steps)
@@ -590,6 +621,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     a("--steps", type=int, default=d.steps, help="Adam steps (default %(default)s)")
     a("--num-particles", type=int, default=d.num_particles,
       help="vectorised ELBO particles (default %(default)s)")
+    a("--forward-particles", type=int, default=d.forward_particles,
+      help="forward-KL draws of the mass-covering objective, used by guides named ARCH+fkl "
+      "(default %(default)s)")
+    a("--forward-weight", type=float, default=d.forward_weight,
+      help="weight of its forward-KL term (default %(default)s)")
     a("--lr", type=float, default=d.lr, help="Adam learning rate (default %(default)s)")
     a("--lr-decay", type=float, default=d.lr_decay, help="final / initial learning rate, a "
       "geometric decay applied to every guide alike (default %(default)s: constant)")
