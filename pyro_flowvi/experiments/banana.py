@@ -11,7 +11,10 @@ estimated on ``--num-eval`` fresh draws, with the PSIS :math:`\\hat k` of the sa
 weights.  Each guide is trained with ``Trace_ELBO(num_particles=8, vectorize_particles=True)`` and
 Adam for ``--steps`` steps on each seed: lr ``5e-3`` for the first half, then a geometric decay to
 ``2.5e-4`` (:func:`lr_factor`; the same schedule for every guide, stock ones included;
-``--lr-decay 1`` gives the constant rate).  For every flow guide (a
+``--lr-decay 1`` gives the constant rate).  A flow guide named ``ARCH+fkl`` (``iaf+fkl`` is
+in the default list) is trained with :class:`~pyro_flowvi.MassCoveringELBO` instead (8 ELBO
+particles plus ``--forward-particles`` forward-KL draws, weight ``--forward-weight``), so the
+two objectives sit side by side.  For every flow guide (a
 ``TransformedDistribution`` posterior) the run also *asserts* the entropy sign-flip identity
 (:func:`entropy_sign_check`).  ``metrics.json``, ``samples.png`` (target contours with each
 guide's draws) and ``elbo_traces.png`` are written to ``--out``.
@@ -141,7 +144,8 @@ STOCK_GUIDES: dict[str, Callable[[Callable], AutoGuide]] = {
 }
 """Stock Pyro guides by name.  ``AutoIAFNormal`` has the size of our default ``iaf`` guide."""
 
-DEFAULT_GUIDES = ("AutoNormal", "AutoMultivariateNormal", "AutoIAFNormal", *FLOW_GUIDES)
+DEFAULT_GUIDES = ("AutoNormal", "AutoMultivariateNormal", "AutoIAFNormal", *FLOW_GUIDES,
+                  "iaf" + COVERING_SUFFIX)
 
 
 class EntropyIdentityError(AssertionError):

@@ -76,6 +76,7 @@ def test_banana_cli_tiny_run(tmp_path):
         "--num-entropy", "500", "--num-khat", "1000", "--num-plot", "200", "--out", str(tmp_path),
         "--no-progress",
         "--guides", "AutoNormal", "AutoIAFNormal", "iaf", "realnvp", "sylvester", "flowified",
+        "iaf+fkl", "--forward-particles", "32",
         "--guide-option", "num_layers=2", "--guide-option", "hidden_dims=[8]",
     ])
     assert banana.run(args) == 0
@@ -84,14 +85,14 @@ def test_banana_cli_tiny_run(tmp_path):
     guides = metrics["guides"]
     if "flowified" not in guides or "skipped" in guides["flowified"]:
         guides.pop("flowified", None)
-    for name in ["AutoNormal", "AutoIAFNormal", "iaf", "realnvp", "sylvester"]:
+    for name in ["AutoNormal", "AutoIAFNormal", "iaf", "realnvp", "sylvester", "iaf+fkl"]:
         res = guides[name]
         assert len(res["per_seed"]) == 2
         assert res["kl"]["mean"] > 0 and res["kl"]["se"] > 0
         assert res["elbo"]["mean"] == pytest.approx(-res["kl"]["mean"])
         assert res["seconds_per_1000_steps"]["mean"] > 0
         assert "khat" in res
-    for name in ["iaf", "realnvp", "sylvester"]:
+    for name in ["iaf", "realnvp", "sylvester", "iaf+fkl"]:
         assert guides[name]["entropy_check_passed"] is True
         check = guides[name]["per_seed"][0]["entropy_check"]
         assert check["identity_max_abs_error"] <= 1e-5
@@ -99,3 +100,11 @@ def test_banana_cli_tiny_run(tmp_path):
     for png in ["samples.png", "elbo_traces.png"]:
         assert (tmp_path / png).stat().st_size > 0
     assert "KL" in banana.format_report(metrics)
+
+
+def test_covering_suffix_needs_a_flow_guide():
+    """``ARCH+fkl`` trains ARCH with MassCoveringELBO; a stock guide cannot take it."""
+    model = banana.banana_model()
+    assert isinstance(banana.make_guide("iaf+fkl", model), AutoFlowGuide)
+    with pytest.raises(ValueError, match="mass-covering objective needs an AutoFlowGuide"):
+        banana.make_guide("AutoNormal+fkl", model)
