@@ -21,7 +21,8 @@ For a model from :mod:`pyro_flowvi.models` (``eight_schools``: the centred funne
 Guide specs: ``normal`` (AutoNormal), ``mvn`` (AutoMultivariateNormal), or a flow architecture
 (``iaf``, ``realnvp``, ...) followed by ``+``-separated AutoFlowGuide modifiers: ``full`` (full
 Cholesky base), ``map`` / ``laplace`` (warm start), ``stl`` (path-derivative gradient), e.g.
-``iaf+full+laplace``.
+``iaf+full+laplace``; and ``fkl``, which trains that guide with
+:class:`~pyro_flowvi.MassCoveringELBO` (the ELBO plus a forward-KL term) instead of ``Trace_ELBO``.
 """
 
 from __future__ import annotations
@@ -49,7 +50,7 @@ from pyro.optim import ClippedAdam
 from pyro.poutine.util import prune_subsample_sites
 
 import pyro_flowvi
-from pyro_flowvi import AutoFlowGuide
+from pyro_flowvi import AutoFlowGuide, MassCoveringELBO
 from pyro_flowvi.autoguide.training import fit_svi
 from pyro_flowvi.experiments.common import (
     add_runtime_arguments,
@@ -71,6 +72,7 @@ __all__ = [
     "nuts_reference",
     "run",
     "run_posterior",
+    "uses_covering_objective",
 ]
 
 HELP = "fit flow and stock guides to a Bayesian posterior; compare with NUTS (k-hat, moments)"
@@ -83,6 +85,17 @@ DEFAULT_GUIDES: dict[str, tuple[str, ...]] = {
     "logistic": ("normal", "mvn", "iaf", "realnvp", "iaf+full+laplace", "realnvp+full+laplace"),
 }
 KHAT_BAR, ERROR_BAR = 0.7, 0.1  # ARCHITECTURE.md's quality bar
+COVERING_MODIFIER = "fkl"  # ARCH+fkl: train with MassCoveringELBO instead of Trace_ELBO
+
+
+def uses_covering_objective(spec: str) -> bool:
+    """Whether a guide spec asks for :class:`~pyro_flowvi.MassCoveringELBO` (``+fkl``).
+
+    Example:
+        >>> uses_covering_objective("iaf+full+fkl"), uses_covering_objective("iaf")
+        (True, False)
+    """
+    return COVERING_MODIFIER in spec.split("+")[1:]
 _FLOW_MODIFIERS = {"full": ("base", "full"), "diagonal": ("base", "diagonal"),
                    "map": ("warm_start", "map"), "laplace": ("warm_start", "laplace"),
                    "stl": ("stl", True)}
@@ -193,8 +206,15 @@ def _reference_summary(ref: dict[str, Any]) -> dict[str, Any]:
 
 
 def build_guide(spec: str, model: Callable, cfg: PosteriorConfig) -> Callable:
-    """A guide from a spec: ``normal``, ``mvn``, or ``ARCH[+full][+map|+laplace][+stl]``."""
+    """A guide from a spec: ``normal``, ``mvn``, or ``ARCH[+full][+map|+laplace][+stl][+fkl]``.
+
+    ``+fkl`` names the objective, not the guide: the guide is trained with
+    :class:`~pyro_flowvi.MassCoveringELBO` (see :func:`uses_covering_objective`)."""
     head, *mods = spec.split("+")
+    if head in ("normal", "mvn") and COVERING_MODIFIER in mods:
+        raise ValueError(f"posterior: {spec!r}: the +{COVERING_MODIFIER} objective "
+                         "(MassCoveringELBO) needs a flow guide (an arch), not normal/mvn")
+    mods = [m for m in mods if m != COVERING_MODIFIER]
     if head == "normal" and not mods:
         return AutoNormal(model, init_loc_fn=init_to_median, init_scale=0.1)
     if head == "mvn" and not mods:
@@ -263,8 +283,11 @@ def _fit_and_score(spec: str, bm: BayesianModel, cfg: PosteriorConfig, sites: li
     pyro.set_rng_seed(cfg.seed)
     guide = build_guide(spec, bm.model, cfg)
     decay = 0.1 ** (1.0 / max(cfg.steps, 1))
-    elbo = Trace_ELBO(num_particles=cfg.num_particles, vectorize_particles=True,
-                      max_plate_nesting=1)
+    if uses_covering_objective(spec):
+        elbo = MassCoveringELBO(num_particles=cfg.num_particles, max_plate_nesting=1)
+    else:
+        elbo = Trace_ELBO(num_particles=cfg.num_particles, vectorize_particles=True,
+                          max_plate_nesting=1)
     svi = SVI(bm.model, guide, ClippedAdam({"lr": cfg.lr, "lrd": decay, "clip_norm": 10.0}),
               elbo)
     start = time.perf_counter()
@@ -438,7 +461,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     a = parser.add_argument
     a("name", choices=sorted(MODELS), help="the model")
     a("--guides", type=lambda s: [g for g in s.split(",") if g], default=None,
-      help="comma-separated guide specs: normal, mvn, ARCH[+full][+map|+laplace][+stl] "
+      help="comma-separated guide specs: normal, mvn, ARCH[+full][+map|+laplace][+stl][+fkl] "
       "(default: per model)")
     a("--arch", action="append", default=None, metavar="ARCH",
       help="shorthand: add the flow guide ARCH (repeatable; replaces the default flow guides)")

@@ -99,6 +99,12 @@ def test_build_guide_specs():
     assert (guide.arch, guide.base, guide.warm_start, guide.num_layers) == (
         "iaf", "full", "laplace", 2)
     assert posterior.build_guide("realnvp+stl", model, cfg).stl
+    # +fkl names the objective (MassCoveringELBO), not a guide option
+    assert posterior.uses_covering_objective("iaf+full+fkl")
+    assert not posterior.uses_covering_objective("iaf+full")
+    assert posterior.build_guide("iaf+full+fkl", model, cfg).base == "full"
+    with pytest.raises(ValueError, match="needs a flow guide"):
+        posterior.build_guide("normal+fkl", model, cfg)
     with pytest.raises(ValueError, match="modifier"):
         posterior.build_guide("iaf+wide", model, cfg)
     with pytest.raises(ValueError):
@@ -112,7 +118,8 @@ TINY = ["--steps", "5", "--warmup", "10", "--num-samples", "20", "--num-chains",
 
 
 @pytest.mark.parametrize("name,guides,pngs", [
-    ("eight_schools", "normal,iaf", ["marginals.png", "training_curves.png", "funnel.png"]),
+    ("eight_schools", "normal,iaf,iaf+fkl",
+     ["marginals.png", "training_curves.png", "funnel.png"]),
     ("logistic", "mvn,realnvp+full+laplace", ["marginals.png", "training_curves.png"]),
 ])
 def test_posterior_cli_end_to_end(tmp_path, capsys, name, guides, pngs):
