@@ -44,6 +44,7 @@ from pyro_flowvi.experiments.banana import (
     run_banana,
     split_objective,
 )
+from pyro_flowvi.experiments.common import key_value_option
 
 OURS = ["iaf", "realnvp", "sylvester", "iaf+fkl", "realnvp+fkl"]  # +fkl: MassCoveringELBO
 STOCK = [
@@ -163,6 +164,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="forward-KL draws of MassCoveringELBO (the +fkl guides)")
     parser.add_argument("--forward-weight", type=float, default=2.0,
                         help="weight of its forward-KL term (the +fkl guides)")
+    parser.add_argument("--guide-option", dest="guide_options", action="append",
+                        type=key_value_option, default=[], metavar="KEY=VALUE",
+                        help="AutoFlowGuide keyword for every flow guide of the run, e.g. "
+                        "permutation=reverse_last_natural (repeatable)")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--no-progress", dest="progress", action="store_false")
     args = parser.parse_args(argv)
@@ -173,6 +178,7 @@ def main(argv: list[str] | None = None) -> int:
                  lr_decay=args.lr_decay, lr_decay_start=args.lr_decay_start,
                  num_eval=args.num_eval, num_khat=args.num_khat, num_entropy=args.num_eval,
                  forward_particles=args.forward_particles, forward_weight=args.forward_weight,
+                 guide_options=dict(args.guide_options),
                  out=str(out / f"b{b:g}"),
                  progress=args.progress, num_threads=1) for b in args.bs]
     t0 = time.perf_counter()

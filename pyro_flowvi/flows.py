@@ -132,16 +132,24 @@ def build_flow(
 
 
 def _orders(dim: int, num_layers: int, permutation: str, seed: int) -> list[Tensor]:
-    """Autoregressive orders per layer: reversing between layers is a free permutation."""
-    if permutation == "reverse":
-        return [torch.arange(dim) if k % 2 == 0 else torch.arange(dim).flip(0)
+    """Autoregressive orders per layer: reversing between layers is a free permutation.
+
+    ``"reverse"`` starts in the natural order ``0..D-1``; ``"reverse_last_natural"`` alternates
+    the other way round so that the *last* layer is in the natural order, i.e. it moves each
+    coordinate given the ones before it, as the model declared them (parents first).  That last
+    layer then sees inputs from the base side of the flow rather than the far tails the earlier
+    layers produce (banana b = 2, ``BENCHMARKS.md``)."""
+    if permutation in ("reverse", "reverse_last_natural"):
+        start = 0 if permutation == "reverse" else (num_layers - 1) % 2
+        return [torch.arange(dim) if (k + start) % 2 == 0 else torch.arange(dim).flip(0)
                 for k in range(num_layers)]
     if permutation == "random":
         gen = torch.Generator().manual_seed(seed)
         return [torch.randperm(dim, generator=gen) for _ in range(num_layers)]
     if permutation == "none":
         return [torch.arange(dim)] * num_layers
-    raise ValueError(f"unknown permutation {permutation!r}: use 'reverse', 'random' or 'none'")
+    raise ValueError(f"unknown permutation {permutation!r}: use 'reverse', "
+                     "'reverse_last_natural', 'random' or 'none'")
 
 
 def _with_extras(
@@ -185,7 +193,11 @@ def _autoregressive(
 
 
 def iaf_flow(dim: int, **kwargs: object) -> FlowStack:
-    """IAF: affine autoregressive layers, sampling in one pass; orders reversed between layers."""
+    """IAF: affine autoregressive layers, sampling in one pass; orders reversed between layers.
+
+    ``permutation``: ``"reverse"`` (default; the first layer in the natural order),
+    ``"reverse_last_natural"`` (the last layer in the natural order: the model's site order,
+    parents first, which holds the tails best on the banana), ``"random"`` or ``"none"``."""
     return _autoregressive(dim, invert=False, **kwargs)  # type: ignore[arg-type]
 
 

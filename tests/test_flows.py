@@ -53,3 +53,18 @@ def test_bad_arguments():
         build_flow("realnvp", 3, mask="checker")
     with pytest.raises(TypeError, match="unexpected keyword"):
         build_flow("realnvp", 3, num_hidden=5)
+
+
+@pytest.mark.parametrize("num_layers", [1, 2, 3, 4])
+def test_reverse_last_natural_ends_in_the_model_order(num_layers):
+    """``permutation="reverse_last_natural"`` alternates the orders so that the last layer moves
+    each coordinate given the ones declared before it; ``"reverse"`` starts there instead."""
+    natural = torch.arange(3)
+    last = build_flow("iaf", 3, num_layers=num_layers, hidden_dims=[8],
+                      permutation="reverse_last_natural")
+    orders = [layer.order for layer in last]
+    assert torch.equal(orders[-1], natural)
+    for a, b in zip(orders[:-1], orders[1:], strict=True):
+        assert torch.equal(a.flip(0), b)
+    first = build_flow("iaf", 3, num_layers=num_layers, hidden_dims=[8], permutation="reverse")
+    assert torch.equal(first[0].order, natural)

@@ -20,8 +20,9 @@ For a model from :mod:`pyro_flowvi.models` (``eight_schools``: the centred funne
 
 Guide specs: ``normal`` (AutoNormal), ``mvn`` (AutoMultivariateNormal), or a flow architecture
 (``iaf``, ``realnvp``, ...) followed by ``+``-separated AutoFlowGuide modifiers: ``full`` (full
-Cholesky base), ``map`` / ``laplace`` (warm start), ``stl`` (path-derivative gradient), e.g.
-``iaf+full+laplace``; and ``fkl``, which trains that guide with
+Cholesky base), ``map`` / ``laplace`` (warm start), ``stl`` (path-derivative gradient),
+``natural`` (iaf/maf: the last layer in the model's site order, ``permutation=
+"reverse_last_natural"``), e.g. ``iaf+full+laplace``; and ``fkl``, which trains that guide with
 :class:`~pyro_flowvi.MassCoveringELBO` (the ELBO plus a forward-KL term) instead of ``Trace_ELBO``.
 """
 
@@ -98,7 +99,7 @@ def uses_covering_objective(spec: str) -> bool:
     return COVERING_MODIFIER in spec.split("+")[1:]
 _FLOW_MODIFIERS = {"full": ("base", "full"), "diagonal": ("base", "diagonal"),
                    "map": ("warm_start", "map"), "laplace": ("warm_start", "laplace"),
-                   "stl": ("stl", True)}
+                   "stl": ("stl", True), "natural": ("permutation", "reverse_last_natural")}
 
 
 @dataclass
@@ -461,7 +462,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     a = parser.add_argument
     a("name", choices=sorted(MODELS), help="the model")
     a("--guides", type=lambda s: [g for g in s.split(",") if g], default=None,
-      help="comma-separated guide specs: normal, mvn, ARCH[+full][+map|+laplace][+stl][+fkl] "
+      help="comma-separated guide specs: normal, mvn, ARCH[+full][+map|+laplace][+stl][+natural][+fkl] "
       "(default: per model)")
     a("--arch", action="append", default=None, metavar="ARCH",
       help="shorthand: add the flow guide ARCH (repeatable; replaces the default flow guides)")

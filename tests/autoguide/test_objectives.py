@@ -92,14 +92,17 @@ def test_forward_ess_is_recorded_and_loss_is_the_negative_elbo(float64):
 
 @pytest.mark.slow
 def test_covering_objective_fits_the_banana():
-    """The iaf guide with the forward-KL term keeps the KL bar (b = 2) and moves mass into the
-    light tails: measured KL 0.0037 and k-hat 0.33 (20k draws) on this seed at 3000 steps."""
+    """The iaf guide with its last layer in the model's order, trained with the forward-KL
+    term, on b = 2: measured (this seed, 3000 steps) KL 0.0072 and k-hat 0.34 on 20,000 draws
+    (0.41 on 200,000), against 0.0090 / 0.55 for the default iaf with the plain ELBO."""
     torch.set_num_threads(1)
-    cfg = BananaConfig(b=2.0, steps=3000, progress=False)
+    cfg = BananaConfig(b=2.0, steps=3000, progress=False,
+                       guide_options={"permutation": "reverse_last_natural"})
     model, guide, losses, _ = fit_guide("iaf+fkl", cfg, seed=0)
+    assert torch.equal(guide.flow[-1].order, torch.arange(2))
     metrics, _ = evaluate_guide(model, guide, num_samples=20_000)
-    assert metrics["kl"] < 0.05, metrics
-    assert metrics["khat"] < 0.7, metrics
+    assert metrics["kl"] < 0.02, metrics
+    assert metrics["khat"] < 0.5, metrics
 
 
 def test_errors():

@@ -103,6 +103,8 @@ def test_build_guide_specs():
     assert posterior.uses_covering_objective("iaf+full+fkl")
     assert not posterior.uses_covering_objective("iaf+full")
     assert posterior.build_guide("iaf+full+fkl", model, cfg).base == "full"
+    natural = posterior.build_guide("iaf+natural", model, cfg)
+    assert natural.flow_options["permutation"] == "reverse_last_natural"
     with pytest.raises(ValueError, match="needs a flow guide"):
         posterior.build_guide("normal+fkl", model, cfg)
     with pytest.raises(ValueError, match="modifier"):
