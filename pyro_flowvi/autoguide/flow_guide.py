@@ -132,6 +132,10 @@ class AutoFlowGuide(AutoContinuous):
             ``AutoIAFNormal``'s of equal size (the flow's parameters are one packed tensor).
             Off for realnvp (4 layers, b = 2: worst KL 0.15 with it, 0.059 without).
         flow_options: passed to :func:`~pyro_flowvi.build_flow` (``scale``, ``permutation``...).
+            For importance-sampling-grade tails train iaf with
+            ``permutation="reverse_last_natural"`` (the last layer in the model's site order)
+            and :class:`~pyro_flowvi.MassCoveringELBO`: banana b = 1, 2, seeds 0-2, KL below
+            0.0075 and PSIS k-hat below 0.5 on every fit, at 2.2x the time per step.
 
     The flow's parameters live in ONE packed parameter, ``flow_packed`` (see
     :class:`~pyro_flowvi.nn.packing.PackedParameters`; :meth:`flow_parameters` gives named views):
