@@ -26,6 +26,7 @@ __all__ = [
     "entropy_decomposition",
     "importance_ess",
     "importance_log_weights",
+    "importance_traces",
     "log_evidence_estimate",
     "particle_log_weights",
     "psis_khat",
@@ -85,6 +86,16 @@ def _particle_value(site: dict, dim: int, n: int) -> Tensor:
         rest = rest[1:]
     value = value.reshape(batch + tuple(event)).expand((n,) + batch[1:] + tuple(event))
     return value.reshape((n,) + rest + tuple(event))
+
+
+def importance_traces(
+    model: Callable, guide: Callable, n: int, dim: int, args: tuple, kwargs: dict,
+) -> tuple[poutine.Trace, poutine.Trace]:
+    """``(model_trace, guide_trace)`` of one vectorised pass: ``n`` particles in a
+    ``pyro.plate`` at dim ``-dim`` (``dim = max_plate_nesting + 1``) around guide and replayed
+    model, every site's log-prob computed (Pyro's ``get_importance_trace``)."""
+    vec_model, vec_guide = (pyro.plate(_PARTICLES, n, dim=-dim)(f) for f in (model, guide))
+    return get_importance_trace("flat", dim, vec_model, vec_guide, args, kwargs)
 
 
 def particle_log_weights(
@@ -167,10 +178,7 @@ def importance_log_weights(
     values: dict[str, list[Tensor]] = {}
     for start in range(0, num_samples, batch_size):
         n = min(batch_size, num_samples - start)
-        vec_model, vec_guide = (pyro.plate(_PARTICLES, n, dim=-dim)(f) for f in (model, guide))
-        model_trace, guide_trace = get_importance_trace(
-            "flat", dim, vec_model, vec_guide, args, kwargs
-        )
+        model_trace, guide_trace = importance_traces(model, guide, n, dim, args, kwargs)
         log_w = particle_log_weights(model_trace, guide_trace, dim, n, values=values)
         log_ws.append(log_w)
     samples = {name: torch.cat(parts) for name, parts in values.items()}

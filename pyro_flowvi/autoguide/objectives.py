@@ -28,14 +28,16 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-import pyro
 import torch
 from pyro.infer import ELBO
-from pyro.infer.enum import get_importance_trace
 from pyro.infer.util import torch_item
 from torch import Tensor
 
-from pyro_flowvi.diagnostics import _PARTICLES, _guess_max_plate_nesting, particle_log_weights
+from pyro_flowvi.diagnostics import (
+    _guess_max_plate_nesting,
+    importance_traces,
+    particle_log_weights,
+)
 
 __all__ = ["MassCoveringELBO"]
 
@@ -101,22 +103,21 @@ class MassCoveringELBO(ELBO):
         # Pyro's per-particle trace hook; this objective traces all particles at once (_terms).
         raise NotImplementedError("MassCoveringELBO traces its particles in one vectorised pass")
 
-    def _terms(self, model: Callable, guide: Callable, args: tuple, kwargs: dict
-               ) -> tuple[Tensor, Tensor, Tensor | float]:
-        """``(log_w of all particles, ELBO surrogate, forward-KL surrogate)``."""
+    def _terms(self, model: Callable, guide: Callable, args: tuple, kwargs: dict,
+               with_forward: bool = True) -> tuple[Tensor, Tensor, Tensor | float]:
+        """``(log_w of all particles, ELBO surrogate, forward-KL surrogate)``; the forward
+        surrogate (one inverse pass of the flow) only when ``with_forward``."""
         _check_guide(guide)
         if self.max_plate_nesting == float("inf"):
             self.max_plate_nesting = _guess_max_plate_nesting(model, guide, args, kwargs)
         dim = int(self.max_plate_nesting) + 1
         n_rev, n_fwd = self.num_particles, self.forward_particles
         n = n_rev + n_fwd
-        vec_model, vec_guide = (pyro.plate(_PARTICLES, n, dim=-dim)(f) for f in (model, guide))
-        model_trace, guide_trace = get_importance_trace(
-            "flat", dim, vec_model, vec_guide, args, kwargs)
+        model_trace, guide_trace = importance_traces(model, guide, n, dim, args, kwargs)
         log_w = particle_log_weights(model_trace, guide_trace, dim, n)
         elbo_surrogate = log_w[:n_rev].mean()
         forward: Tensor | float = 0.0
-        if n_fwd and self.forward_weight > 0:
+        if with_forward and n_fwd and self.forward_weight > 0:
             if not guide.flow.has_inverse:
                 raise ValueError(
                     f"MassCoveringELBO: the forward-KL term scores log q at fixed points, which "
@@ -140,7 +141,7 @@ class MassCoveringELBO(ELBO):
     def loss(self, model: Callable, guide: Callable, *args: Any, **kwargs: Any) -> float:
         """:math:`-\\mathrm{ELBO}` estimated on all ``num_particles + forward_particles`` draws."""
         with torch.no_grad():
-            log_w, _, _ = self._terms(model, guide, args, kwargs)
+            log_w, _, _ = self._terms(model, guide, args, kwargs, with_forward=False)
         return torch_item(-log_w.mean())
 
     def loss_and_grads(self, model: Callable, guide: Callable, *args: Any,

@@ -1,8 +1,6 @@
 """MassCoveringELBO: the ELBO part equals Trace_ELBO, the forward-KL gradient matches its closed
 form for a Gaussian guide, it trains on the banana, and its error cases."""
 
-import math
-
 import pyro
 import pyro.distributions as dist
 import pytest
@@ -73,7 +71,6 @@ def test_forward_gradient_matches_the_gaussian_closed_form(float64):
     exact_raw = (1.0 / s - (sd**2 + (mu - m) ** 2) / s**3) * factor
     assert torch.allclose(d_loc, exact_loc, rtol=0.05, atol=0.01), (d_loc, exact_loc)
     assert torch.allclose(d_raw, exact_raw, rtol=0.05, atol=0.01), (d_raw, exact_raw)
-    assert elbo.last_forward_ess is None or math.isfinite(float(elbo.last_forward_ess))
 
 
 def test_forward_ess_is_recorded_and_loss_is_the_negative_elbo(float64):
