@@ -464,10 +464,13 @@ class AutoFlowGuide(AutoContinuous):
         z = self._latent_samples(num_samples, *args, **kwargs)
         q = torch.as_tensor(quantiles, dtype=z.dtype, device=z.device)
         latent = torch.quantile(z, q, dim=0)  # (num_quantiles, D)
-        result = {}
-        for site, value in self._unpack_latent(latent):
-            result[site["name"]] = biject_to(site["fn"].support)(value)
-        return result
+        # Unpack one quantile at a time: a leading dim on the packed latent would be read as a
+        # batch dim and broadcast against the sites' own plate dims.
+        parts: dict[str, list[Tensor]] = {}
+        for row in latent:
+            for site, value in self._unpack_latent(row):
+                parts.setdefault(site["name"], []).append(biject_to(site["fn"].support)(value))
+        return {name: torch.stack(values) for name, values in parts.items()}
 
     def median(self, *args: Any, num_samples: int = 4000, **kwargs: Any) -> dict[str, Tensor]:
         """Monte Carlo posterior median of each latent (see :meth:`quantiles`)."""

@@ -205,6 +205,30 @@ def test_median_and_quantiles():
     assert q["s"].shape == (3,) and (q["s"].diff() > 0).all()
 
 
+def plated_means_model():
+    with pyro.plate("members", 4):
+        pyro.sample("x", dist.Normal(torch.tensor([0.0, 10.0, 20.0, 30.0]), 1.0))
+    pyro.sample("s", dist.LogNormal(0.0, 1.0))
+
+
+@pytest.mark.parametrize("arch", ["iaf", "realnvp"])
+def test_median_and_quantiles_of_a_plated_site(arch):
+    # Regression: a leading quantile dim was unpacked as a batch dim and broadcast against the
+    # plate, so median() returned the first member only and quantiles() raised.
+    values = {"x": torch.tensor([0.0, 10.0, 20.0, 30.0]), "s": torch.tensor(1.0)}
+    guide = AutoFlowGuide(plated_means_model, arch=arch, init_loc_fn=init_to_value(values=values),
+                          init_scale=0.01)
+    med = guide.median()
+    assert med["x"].shape == (4,) and med["s"].shape == ()
+    assert torch.allclose(med["x"], values["x"], atol=0.01)
+    q = guide.quantiles([0.05, 0.5, 0.95])
+    assert q["x"].shape == (3, 4) and q["s"].shape == (3,)
+    # a N(m, 0.01^2) marginal: the 5% and 95% quantiles sit 1.645 sd either side of the mean
+    assert torch.allclose(q["x"][0], values["x"] - 0.01645, atol=0.003)
+    assert torch.allclose(q["x"][2], values["x"] + 0.01645, atol=0.003)
+    assert torch.allclose(q["x"][1], med["x"], atol=0.003)
+
+
 def test_save_and_load_through_param_store_and_state_dict(tmp_path, float64):
     guide = AutoFlowGuide(plate_model, num_layers=2, hidden_dims=[8])
     guide(DATA)
