@@ -7,14 +7,17 @@ import math
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-import pyro
-import pyro.poutine as poutine
 import torch
 from pyro.distributions.util import sum_rightmost
-from pyro.infer.enum import get_importance_trace
-from pyro.poutine.util import prune_subsample_sites
 from torch import Tensor
 from torch.distributions import TransformedDistribution
+
+from pyro_flowvi.importance import (
+    importance_log_weights,
+    importance_traces,
+    particle_log_weights,
+    subsampled_plates,
+)
 
 if TYPE_CHECKING:
     import arviz
@@ -33,156 +36,11 @@ __all__ = [
     "to_inference_data",
 ]
 
-_PARTICLES = "_num_particles"
 _ENTROPY_FIELDS = {  # DiagnosticReport field -> entropy_decomposition key
     "entropy": "entropy_mc", "entropy_se": "entropy_mc_se", "entropy_base": "entropy_base",
     "logdet_mean": "logdet_mean", "entropy_residual": "residual",
     "entropy_residual_se": "residual_se",
 }
-
-
-def _guess_max_plate_nesting(model: Callable, guide: Callable, args: tuple, kwargs: dict) -> int:
-    """Deepest vectorized plate in one prototype (guide, replayed model) pair, as Pyro's ELBO."""
-    with poutine.block():
-        guide_trace = poutine.trace(guide).get_trace(*args, **kwargs)
-        model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(
-            *args, **kwargs
-        )
-    dims = [
-        frame.dim
-        for trace in (prune_subsample_sites(model_trace), prune_subsample_sites(guide_trace))
-        for site in trace.nodes.values()
-        if site["type"] == "sample"
-        for frame in site["cond_indep_stack"]
-        if frame.vectorized
-    ]
-    return -min(dims) if dims else 0
-
-
-def _to_particles(log_prob: Tensor, dim: int, n: int) -> Tensor:
-    """Sum a (scaled, masked) site log-prob over every dim but the particle dim ``-dim``."""
-    if log_prob.dim() < dim:  # does not vary over particles
-        return log_prob.sum().expand(n)
-    if log_prob.dim() > dim:
-        raise ValueError(
-            f"importance_log_weights: a site log-prob has shape {tuple(log_prob.shape)}, deeper "
-            f"than max_plate_nesting + 1 = {dim}: enumerated or unplated batch dims are not "
-            "supported (declare batch dims with plates, or pass a larger max_plate_nesting).")
-    return log_prob.reshape(log_prob.shape[0], -1).sum(-1).expand(n)
-
-
-def _particle_value(site: dict, dim: int, n: int) -> Tensor:
-    """A site's value reshaped to ``(n,) + (its own plate dims) + event_shape``."""
-    value = site["value"].detach()
-    split = value.dim() - site["fn"].event_dim
-    event, batch = value.shape[split:], tuple(value.shape[:split])
-    batch = (1,) * (dim - len(batch)) + batch
-    depth = max(
-        (-f.dim for f in site["cond_indep_stack"] if f.vectorized and f.name != _PARTICLES),
-        default=0,
-    )
-    rest = batch[1:]
-    while len(rest) > depth and rest[0] == 1:
-        rest = rest[1:]
-    value = value.reshape(batch + tuple(event)).expand((n,) + batch[1:] + tuple(event))
-    return value.reshape((n,) + rest + tuple(event))
-
-
-def importance_traces(
-    model: Callable, guide: Callable, n: int, dim: int, args: tuple, kwargs: dict,
-) -> tuple[poutine.Trace, poutine.Trace]:
-    """``(model_trace, guide_trace)`` of one vectorised pass: ``n`` particles in a
-    ``pyro.plate`` at dim ``-dim`` (``dim = max_plate_nesting + 1``) around guide and replayed
-    model, every site's log-prob computed (Pyro's ``get_importance_trace``)."""
-    vec_model, vec_guide = (pyro.plate(_PARTICLES, n, dim=-dim)(f) for f in (model, guide))
-    return get_importance_trace("flat", dim, vec_model, vec_guide, args, kwargs)
-
-
-def particle_log_weights(
-    model_trace: poutine.Trace, guide_trace: poutine.Trace, dim: int, n: int,
-    values: dict[str, list[Tensor]] | None = None,
-) -> Tensor:
-    r"""Per-particle :math:`\log p(x, z_s) - \log q(z_s)` of a vectorised importance trace pair.
-
-    ``dim = max_plate_nesting + 1`` is the depth of the particle plate, ``n`` its size.  Every
-    sample site's (scaled, masked) log-prob is summed over all but the particle dim; model sites
-    not in the guide are skipped (drawn from their prior, they cancel).  The result keeps its
-    autograd graph.  When ``values`` is given, each latent model site's value (shape
-    ``(n,) + site shape``, detached) is appended to ``values[name]``.
-    """
-    log_w: Tensor | float = 0.0
-    for name, site in model_trace.nodes.items():
-        if site["type"] != "sample":
-            continue
-        if not site["is_observed"]:
-            if name not in guide_trace.nodes:
-                continue  # drawn from its prior: p / q cancels
-            if values is not None and not site["infer"].get("is_auxiliary"):
-                values.setdefault(name, []).append(_particle_value(site, dim, n))
-        log_w = log_w + _to_particles(site["log_prob"], dim, n)
-    for site in guide_trace.nodes.values():
-        if site["type"] == "sample":
-            log_w = log_w - _to_particles(site["log_prob"], dim, n)
-    if not isinstance(log_w, Tensor):
-        raise ValueError("importance_log_weights: the model and guide have no sample sites")
-    return log_w
-
-
-@torch.no_grad()
-def importance_log_weights(
-    model: Callable, guide: Callable, *args: Any, num_samples: int = 1000,
-    max_plate_nesting: int | None = None, batch_size: int | None = None, **kwargs: Any,
-) -> tuple[Tensor, dict[str, Tensor]]:
-    r"""Importance log weights of the model against the guide, vectorised over particles.
-
-    .. math::
-
-        \log w_s = \log p(x, z_s) - \log q(z_s), \qquad z_s \sim q,
-
-    where both terms are the sums of every sample site's (scaled, masked) log-prob, exactly as in
-    :class:`~pyro.infer.Trace_ELBO`: subsample scales (``N / M``) are applied, and guide sites
-    marked ``is_auxiliary`` (an ``AutoContinuous``' packed latent, which carries the flow
-    density, with the ``Delta`` sites carrying the constraining log-det) count in :math:`\log q`.
-    Unobserved model sites absent from the guide are drawn from their prior, which cancels.
-
-    The particles live in a ``pyro.plate("_num_particles", B, dim=-(max_plate_nesting + 1))``
-    around guide and model, ``B = batch_size`` at a time.  A subsampled plate draws one index
-    set per batch, so the particles of one batch share it (their weights are not independent).
-
-    Args:
-        model, guide: the Pyro programs; ``*args, **kwargs`` go to both.
-        num_samples: number of particles ``N``.
-        max_plate_nesting: inferred from one prototype trace when ``None``.
-        batch_size: particles per vectorised pass (all ``N`` at once when ``None``).
-
-    Returns:
-        ``(log_w, samples)``: detached log weights of shape ``(N,)`` and a dict of the latent
-        model sites' constrained values, each of shape ``(N,) + site shape``.
-
-    Example:
-        >>> import pyro.distributions as dist
-        >>> def model():
-        ...     pyro.sample("z", dist.Normal(0.0, 1.0))
-        >>> guide = lambda: pyro.sample("z", dist.Normal(0.0, 1.0))
-        >>> log_w, samples = importance_log_weights(model, guide, num_samples=5)
-        >>> log_w.abs().max() < 1e-6, samples["z"].shape
-        (tensor(True), torch.Size([5]))
-    """
-    if num_samples < 1:
-        raise ValueError(f"importance_log_weights: num_samples must be >= 1, got {num_samples}")
-    if max_plate_nesting is None:
-        max_plate_nesting = _guess_max_plate_nesting(model, guide, args, kwargs)
-    dim = max_plate_nesting + 1
-    batch_size = num_samples if batch_size is None else max(1, min(batch_size, num_samples))
-    log_ws: list[Tensor] = []
-    values: dict[str, list[Tensor]] = {}
-    for start in range(0, num_samples, batch_size):
-        n = min(batch_size, num_samples - start)
-        model_trace, guide_trace = importance_traces(model, guide, n, dim, args, kwargs)
-        log_w = particle_log_weights(model_trace, guide_trace, dim, n, values=values)
-        log_ws.append(log_w)
-    samples = {name: torch.cat(parts) for name, parts in values.items()}
-    return torch.cat(log_ws).detach(), samples
 
 
 def _flat(log_w: Tensor) -> Tensor:
@@ -357,7 +215,9 @@ class DiagnosticReport:
 
     Fields: ELBO and IS log-evidence estimates with standard errors, PSIS k-hat, ESS and ESS/N
     over ``num_samples`` importance samples; for flow guides, the MC entropy (``entropy``) and
-    its identity terms (``entropy_base``, ``logdet_mean``, ``entropy_residual``), else ``None``.
+    its identity terms (``entropy_base``, ``logdet_mean``, ``entropy_residual``), else ``None``;
+    ``data`` says what the weights were computed on (a subsampling model: every member, in
+    chunks of the minibatch size, see :func:`~pyro_flowvi.importance.importance_log_weights`).
     """
 
     elbo: float
@@ -374,6 +234,7 @@ class DiagnosticReport:
     logdet_mean: float | None = None
     entropy_residual: float | None = None
     entropy_residual_se: float | None = None
+    data: str = "full data"
 
     @property
     def kl_estimate(self) -> float:
@@ -388,7 +249,7 @@ class DiagnosticReport:
         k = self.psis_khat
         verdict = "good" if k < 0.5 else "usable" if k < 0.7 else "unreliable"
         lines = [
-            f"DiagnosticReport ({self.num_samples} importance samples)",
+            f"DiagnosticReport ({self.num_samples} importance samples; {self.data})",
             f"  ELBO              {self.elbo:.4f} +- {self.elbo_se:.4f}",
             f"  log Z (IS)        {self.log_evidence:.4f} +- {self.log_evidence_se:.4f}",
             f"  KL estimate       {self.kl_estimate:.4f}",
@@ -412,9 +273,14 @@ def diagnose(
 
     The entropy fields are filled when ``guide.get_posterior(*args, **kwargs)`` exists and
     returns a :class:`~torch.distributions.TransformedDistribution` (``AutoIAFNormal``,
-    ``AutoFlowGuide``); otherwise they are ``None``.
+    ``AutoFlowGuide``); otherwise they are ``None``.  A model that subsamples its data is scored
+    on all of it (the weights of the full posterior, reproducible; ``report.data`` says so).
     """
     opts = {"max_plate_nesting": max_plate_nesting, "batch_size": batch_size}
+    plates = subsampled_plates(model, *args, **kwargs)
+    data = "full data" if not plates else "; ".join(
+        f"full data: plate {p.name!r} scored on all {p.size} members in "
+        f"{-(-p.size // p.subsample_size)} minibatches of {p.subsample_size}" for p in plates)
     log_w, _ = importance_log_weights(model, guide, *args, num_samples=num_samples, **opts,
                                       **kwargs)
     elbo, elbo_se = elbo_estimate(log_w)
@@ -429,7 +295,7 @@ def diagnose(
             out = entropy_decomposition(posterior, num_samples)
             entropy = {field: out[key] for field, key in _ENTROPY_FIELDS.items()}
     return DiagnosticReport(elbo, elbo_se, log_z, log_z_se, psis_khat(log_w), ess, ess_fraction,
-                            int(log_w.numel()), **entropy)
+                            int(log_w.numel()), **entropy, data=data)
 
 
 def to_inference_data(

@@ -33,7 +33,7 @@ from pyro.infer import ELBO
 from pyro.infer.util import torch_item
 from torch import Tensor
 
-from pyro_flowvi.diagnostics import (
+from pyro_flowvi.importance import (
     _guess_max_plate_nesting,
     importance_traces,
     particle_log_weights,

@@ -1,8 +1,10 @@
-"""A small SVI loop with a progress bar and a clear error when the loss goes non-finite."""
+"""The one SVI loop: progress bar, optional scheduler and stopping rule, and a clear error that
+keeps the last good parameters when the loss goes non-finite."""
 
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -10,47 +12,163 @@ import pyro
 import pyro.poutine as poutine
 import torch
 from pyro.infer import SVI
+from pyro.infer.autoguide.initialization import InitMessenger, init_to_feasible
+from pyro.util import get_rng_state, set_rng_state
 from tqdm.auto import tqdm
 
-__all__ = ["NonFiniteLossError", "find_nonfinite", "fit_svi"]
+__all__ = ["NonFiniteLossError", "check_observations", "find_nonfinite", "fit_svi"]
 
 
 class NonFiniteLossError(ValueError):
-    """The ELBO became NaN or infinite; the message names the sites/parameters responsible."""
+    """The ELBO became NaN or infinite; the message names the sites/parameters responsible.
+
+    ``step`` is the failing step; the param store holds the parameters of the last step whose
+    loss was finite (``restored`` says whether they were put back)."""
+
+    def __init__(self, message: str, step: int = -1, restored: bool = False) -> None:
+        super().__init__(message)
+        self.step, self.restored = step, restored
+
+
+def _nonfinite_parameters(guide: Callable) -> list[str]:
+    """Name each non-finite parameter of the param store; a packed flow parameter is broken down
+    into the layer views that hold the bad values (``flow_parameters()``)."""
+    views: dict[str, dict[str, torch.Tensor]] = {}
+    for module in guide.modules() if isinstance(guide, torch.nn.Module) else ():
+        named = getattr(module, "flow_parameters", None)
+        if callable(named) and "_flow_layout" in module.__dict__:
+            full = module._pyro_get_fullname("flow_packed")
+            views[full] = named()
+    problems = []
+    for name, value in pyro.get_param_store().items():
+        if torch.isfinite(value).all():
+            continue
+        if name in views:
+            bad = [view for view, v in views[name].items() if not torch.isfinite(v).all()]
+            shown = ", ".join(bad[:6]) + (f" and {len(bad) - 6} more" if len(bad) > 6 else "")
+            problems.append(f"parameter {name!r} (flow layers: {shown})")
+        else:
+            problems.append(f"parameter {name!r}")
+    return problems
 
 
 def find_nonfinite(model: Callable, guide: Callable, *args: Any, **kwargs: Any) -> list[str]:
     """Name every parameter, guide value or log-density that is NaN or infinite.
 
-    Runs the guide once, replays the model against it, and checks the parameter store, each
-    sample site's value and each site's ``log_prob``.
+    Checks the parameter store (a packed flow parameter by its layer views), then runs the guide
+    once with validation off, replays the model against it, and checks each sample site's value
+    and ``log_prob``.
     """
-    problems = [
-        f"parameter {name!r}" for name, value in pyro.get_param_store().items()
-        if not torch.isfinite(value).all()
-    ]
-    with torch.no_grad():
-        guide_trace = poutine.trace(guide).get_trace(*args, **kwargs)
-        model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(
-            *args, **kwargs)
-    for role, trace in (("guide", guide_trace), ("model", model_trace)):
-        for name, site in trace.nodes.items():
-            if site["type"] != "sample":
-                continue
-            if not torch.isfinite(torch.as_tensor(site["value"])).all():
-                problems.append(f"{role} site {name!r} has non-finite values")
-                continue
-            lp = site["fn"].log_prob(site["value"])
-            if not torch.isfinite(lp).all():
-                problems.append(f"{role} site {name!r} has non-finite log_prob")
+    problems = _nonfinite_parameters(guide)
+    with torch.no_grad(), pyro.validation_enabled(False):
+        try:
+            guide_trace = poutine.trace(guide).get_trace(*args, **kwargs)
+            model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(
+                *args, **kwargs)
+        except Exception as err:  # noqa: BLE001 - a diagnosis must not hide the real failure
+            return [*problems, f"running guide and model failed: {type(err).__name__}: {err}"]
+        for role, trace in (("guide", guide_trace), ("model", model_trace)):
+            for name, site in trace.nodes.items():
+                if site["type"] != "sample":
+                    continue
+                if not torch.isfinite(torch.as_tensor(site["value"])).all():
+                    problems.append(f"{role} site {name!r} has non-finite values")
+                    continue
+                lp = site["fn"].log_prob(site["value"])
+                if not torch.isfinite(lp).all():
+                    problems.append(f"{role} site {name!r} has non-finite log_prob")
     return problems
 
 
-def fit_svi(svi: SVI, *args: Any, num_steps: int = 1000, progress: bool = True,
-            **kwargs: Any) -> list[float]:
-    """Run ``num_steps`` SVI steps; return the losses, or raise :class:`NonFiniteLossError`.
+def check_observations(model: Callable, *args: Any, **kwargs: Any) -> None:
+    """Raise a ``ValueError`` naming every observed site whose data lies outside its
+    likelihood's support, or is NaN.
 
-    ``SVI.step`` already returns a Python float, so checking it adds no device synchronisation.
+    With Pyro's validation off, torch scores such data finitely (e.g. ``y < 0`` under a
+    ``LogNormal`` likelihood), so a fit would run silently on a wrong density.  The model runs
+    once with its latents at a feasible point (no sampling; the random state is restored).
+
+    Example:
+        >>> import pyro.distributions as dist
+        >>> def model(y):
+        ...     s = pyro.sample("s", dist.HalfNormal(1.0))
+        ...     with pyro.plate("data", len(y)):
+        ...         pyro.sample("y", dist.Exponential(s), obs=y)
+        >>> check_observations(model, torch.tensor([0.5, -1.0]))
+        Traceback (most recent call last):
+        ...
+        ValueError: observed site 'y': 1 of 2 values lie outside the support ...
+    """
+    state = get_rng_state()
+    try:
+        with poutine.block(), torch.no_grad(), pyro.validation_enabled(False):
+            trace = poutine.trace(InitMessenger(init_to_feasible)(model)).get_trace(
+                *args, **kwargs)
+    finally:
+        set_rng_state(state)
+    problems = []
+    for name, site in trace.nodes.items():
+        if site["type"] != "sample" or not site["is_observed"] or site["infer"].get(
+                "_do_not_score") or type(site["fn"]).__name__ == "_Subsample":
+            continue
+        value = torch.as_tensor(site["value"])
+        try:
+            ok = site["fn"].support.check(value)
+        except NotImplementedError:  # a support without a check (e.g. a user distribution)
+            continue
+        if bool(torch.as_tensor(ok).all()):  # also a factor's empty "observation"
+            continue
+        bad = (~ok).nonzero()
+        first = tuple(int(i) for i in bad[0]) if bad.numel() else ()
+        shown = value[first] if first else value
+        problems.append(
+            f"observed site {name!r}: {int((~ok).sum())} of {ok.numel()} values lie outside the "
+            f"support {site['fn'].support} of its {type(site['fn']).__name__} likelihood (first "
+            f"at index {list(first)}: {shown.tolist()})")
+    if problems:
+        raise ValueError("; ".join(problems) + ". The likelihood of such data is zero (with "
+                         "validation off torch still scores it finitely): fix the data or "
+                         "choose a likelihood whose support contains it.")
+
+
+def _snapshot() -> dict[str, torch.Tensor]:
+    return {name: p.detach().clone() for name, p in pyro.get_param_store().named_parameters()}
+
+
+@torch.no_grad()
+def _restore(snapshot: dict[str, torch.Tensor]) -> bool:
+    store = dict(pyro.get_param_store().named_parameters())
+    for name, value in snapshot.items():
+        if name in store and store[name].shape == value.shape:
+            store[name].copy_(value)
+    return bool(snapshot)
+
+
+def _is_validation_error(err: ValueError) -> bool:
+    """Pyro/torch argument validation refusing NaN or out-of-support parameters."""
+    text = str(err)
+    return "Expected parameter" in text or "found invalid values" in text \
+        or "Expected value argument" in text
+
+
+def fit_svi(
+    svi: SVI, *args: Any, num_steps: int = 1000, progress: bool = True,
+    scheduler: Any = None, stop: Callable[[list[float]], bool] | None = None,
+    check_every: int = 100, max_seconds: float | None = None, check_data: bool = True,
+    **kwargs: Any,
+) -> list[float]:
+    """Run up to ``num_steps`` SVI steps and return the losses.
+
+    After each step the optional ``scheduler`` (a :class:`pyro.optim.PyroLRScheduler` used as
+    ``svi``'s optimiser) is stepped; every ``check_every`` steps ``stop(losses)`` may end the run
+    (e.g. :class:`~pyro_flowvi.autoguide.fit.ConvergenceCheck`), as does ``max_seconds`` of wall
+    time.  ``SVI.step`` returns a Python float, so the checks add no device synchronisation.
+
+    When the loss becomes NaN or infinite, or argument validation refuses a non-finite
+    parameter, :class:`NonFiniteLossError` names the cause (:func:`find_nonfinite`) and the
+    param store is put back to the parameters of the last step whose loss was finite (one
+    parameter copy per step keeps them).  Before the first step, ``check_data`` runs
+    :func:`check_observations` on the model.
 
     Example:
         >>> import pyro.distributions as dist
@@ -65,20 +183,57 @@ def fit_svi(svi: SVI, *args: Any, num_steps: int = 1000, progress: bool = True,
         >>> len(losses)
         5
     """
+    if int(num_steps) != num_steps or num_steps < 0:
+        raise ValueError(f"fit_svi: num_steps must be a non-negative integer, got {num_steps!r}")
+    if check_data:
+        check_observations(svi.model, *args, **kwargs)
     losses: list[float] = []
-    bar = tqdm(range(num_steps), disable=not progress, desc="SVI", leave=False)
+    start = time.perf_counter()
+    last_good: dict[str, torch.Tensor] = {}
+    good_step = -1
+    bar = tqdm(range(int(num_steps)), disable=not progress, desc="SVI", leave=False)
     for step in bar:
-        loss = svi.step(*args, **kwargs)
+        before = _snapshot()  # empty before a lazily built guide's first call
+        try:
+            loss = svi.step(*args, **kwargs)
+        except ValueError as err:
+            if not _is_validation_error(err):
+                raise
+            _fail(svi, args, kwargs, step, f"argument validation failed ({_first_line(err)})",
+                  last_good, good_step, err)
         if not math.isfinite(loss):
-            problems = find_nonfinite(svi.model, svi.guide, *args, **kwargs)
-            detail = "; ".join(problems) if problems else "no single site or parameter is " \
-                "non-finite on a fresh draw: the bad draw was in the tails, try a lower learning " \
-                "rate, a smaller init_scale or more particles"
-            raise NonFiniteLossError(
-                f"the loss became {loss} at step {step}: {detail}. Lower the learning rate, check "
-                "the model's parameters and priors, or clip gradients (pyro.optim.ClippedAdam)."
-            )
+            _fail(svi, args, kwargs, step, f"the loss became {loss}", last_good, good_step,
+                  None)
+        if before:
+            last_good, good_step = before, step  # the parameters this finite loss came from
         losses.append(loss)
+        if scheduler is not None:
+            scheduler.step()
         if progress and step % 50 == 0:
             bar.set_postfix(loss=f"{loss:.4g}")
+        if (step + 1) % check_every == 0:
+            if stop is not None and stop(losses):
+                break
+            if max_seconds is not None and time.perf_counter() - start > max_seconds:
+                break
+    bar.close()
     return losses
+
+
+def _first_line(err: Exception) -> str:
+    return str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+
+
+def _fail(svi: SVI, args: tuple, kwargs: dict, step: int, what: str,
+          last_good: dict[str, torch.Tensor], good_step: int, cause: Exception | None) -> None:
+    problems = find_nonfinite(svi.model, svi.guide, *args, **kwargs)
+    detail = "; ".join(problems) if problems else (
+        "no single site or parameter is non-finite on a fresh draw: the bad draw was in the "
+        "tails")
+    restored = _restore(last_good)
+    kept = (f"The param store is back at the parameters of step {good_step}, the last finite "
+            "loss." if restored else "There is no earlier finite step to go back to.")
+    raise NonFiniteLossError(
+        f"{what} at step {step}: {detail}. {kept} Lower the learning rate, clip gradients "
+        "(pyro.optim.ClippedAdam's clip_norm), use a smaller init_scale or a warm start, or "
+        "check the model's parameters and priors.", step=step, restored=restored) from cause

@@ -392,6 +392,68 @@ def test_nonfinite_loss_names_the_parameter():
         fit_svi(svi, num_steps=3, progress=False)
 
 
+def _diverging_regression(y):
+    mu = pyro.sample("mu", dist.Normal(0.0, 10.0))
+    s = pyro.sample("s", dist.HalfNormal(5.0))
+    with pyro.plate("data", len(y)):
+        pyro.sample("y", dist.Normal(mu, s), obs=y)
+
+
+@pytest.mark.parametrize("validation", [True, False])
+def test_divergence_names_the_flow_layers_under_either_validation(validation):
+    # Regression: under Pyro's default validation the user saw Pyro's raw "Expected parameter
+    # scale ..." error; without it, one parameter holding all of the flow's weights.
+    pyro.enable_validation(validation)
+    y = torch.randn(50) + 3.0
+    guide = AutoFlowGuide(_diverging_regression)
+    svi = SVI(_diverging_regression, guide, Adam({"lr": 10.0}), Trace_ELBO())
+    with pytest.raises(NonFiniteLossError, match=r"flow_packed' \(flow layers: layers\.0\."):
+        fit_svi(svi, y, num_steps=50, progress=False)
+
+
+def test_divergence_restores_the_last_finite_parameters():
+    # The target pulls x towards 10, but the log density is NaN beyond x = 2: the fit runs
+    # finitely for a while, then a draw crosses the wall.
+    def model():
+        x = pyro.sample("x", dist.Normal(10.0, 1.0))
+        pyro.factor("wall", torch.where(x > 2.0, torch.tensor(float("nan")), torch.tensor(0.0)))
+
+    guide = AutoFlowGuide(model, num_layers=1, hidden_dims=[4], init_scale=0.01,
+                          init_loc_fn=init_to_value(values={"x": torch.tensor(0.0)}))
+    svi = SVI(model, guide, Adam({"lr": 0.05}), Trace_ELBO())
+    seen = []
+    with pytest.raises(NonFiniteLossError, match="back at the parameters of step") as info:
+        fit_svi(svi, num_steps=2000, progress=False,
+                stop=lambda losses: seen.append(len(losses)) and False, check_every=1)
+    assert info.value.restored and info.value.step > 5
+    assert len(seen) == info.value.step  # every finite step was completed and checked
+    for name, value in pyro.get_param_store().items():
+        assert torch.isfinite(value).all(), name
+    assert float(guide.loc.detach()) < 2.0  # the restored guide sits on the finite side of the wall
+
+
+@pytest.mark.parametrize("validation", [True, False])
+def test_observations_outside_the_support_are_refused_before_training(validation):
+    # Regression: with validation off, torch scores y < 0 under a LogNormal finitely and the
+    # fit ran on a wrong density.
+    pyro.enable_validation(validation)
+
+    def model(y):
+        mu = pyro.sample("mu", dist.Normal(0.0, 1.0))
+        with pyro.plate("data", len(y)):
+            pyro.sample("y", dist.LogNormal(mu, 1.0), obs=y)
+
+    y = torch.tensor([0.5, 2.0, -0.3, 1.0, float("nan")])
+    guide = AutoFlowGuide(model, num_layers=1, hidden_dims=[4])
+    svi = SVI(model, guide, Adam({"lr": 1e-2}), Trace_ELBO())
+    with pytest.raises(ValueError, match=r"observed site 'y': 2 of 5 values lie outside the "
+                       r"support GreaterThan\(lower_bound=0.0\).*first at index \[2\]: -0.3"):
+        fit_svi(svi, y, num_steps=5, progress=False)
+    assert len(pyro.get_param_store()) == 0  # refused before any step
+    losses = fit_svi(svi, y.abs().nan_to_num(1.0), num_steps=5, progress=False)
+    assert len(losses) == 5
+
+
 def test_a_different_guide_of_the_same_name_in_a_filled_store_is_a_clear_error():
     guide = AutoFlowGuide(plate_model, arch="iaf", num_layers=2, hidden_dims=[8])
     guide(DATA)
