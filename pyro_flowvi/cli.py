@@ -21,6 +21,7 @@ SUBCOMMANDS: dict[str, str] = {
     "flowified-mnist": "pyro_flowvi.experiments.flowified_mnist",
     "moons": "pyro_flowvi.experiments.moons",
     "posterior": "pyro_flowvi.experiments.posterior",
+    "posteriordb": "pyro_flowvi.lab.experiments.posteriordb",
     "vae": "pyro_flowvi.experiments.vae",
 }
 """Subcommand name -> module implementing ``HELP``, ``add_arguments`` and ``run``."""

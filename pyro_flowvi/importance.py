@@ -9,9 +9,12 @@ from typing import Any, NamedTuple
 import pyro
 import pyro.poutine as poutine
 import torch
+from pyro.infer.autoguide.initialization import InitMessenger
 from pyro.infer.enum import get_importance_trace
 from pyro.poutine.util import prune_subsample_sites
 from torch import Tensor
+
+from pyro_flowvi.initialization import init_to_feasible_point
 
 __all__ = [
     "SubsampledPlate",
@@ -101,13 +104,14 @@ def particle_log_weights(
 
 
 def _model_terms(
-    model_trace: poutine.Trace, guide_trace: poutine.Trace, dim: int, n: int,
+    model_trace: poutine.Trace, guide_trace: poutine.Trace | None, dim: int, n: int,
     values: dict[str, list[Tensor]] | None, plate: SubsampledPlate | None = None,
     keep: Tensor | None = None, plated_only: bool = False,
 ) -> Tensor | float:
     """Sum of the model's site log-probs per particle.  With ``plate``, sites inside that
     subsampled plate count only the members at positions ``keep``, unscaled (``M / N``);
-    ``plated_only`` skips every other site."""
+    ``plated_only`` skips every other site.  Latent sites missing from ``guide_trace`` are
+    skipped (``guide_trace=None``: every site counts)."""
     total: Tensor | float = 0.0
     for name, site in model_trace.nodes.items():
         if site["type"] != "sample":
@@ -116,7 +120,7 @@ def _model_terms(
             (f for f in site["cond_indep_stack"] if f.name == plate.name), None)
         if frame is None and plated_only:
             continue
-        if not site["is_observed"]:
+        if not site["is_observed"] and guide_trace is not None:
             if name not in guide_trace.nodes:
                 continue  # drawn from its prior: p / q cancels
             if frame is not None:
@@ -174,8 +178,9 @@ def subsampled_plates(model: Callable, *args: Any, **kwargs: Any) -> list[Subsam
         >>> subsampled_plates(model, torch.zeros(10))
         [SubsampledPlate(name='data', size=10, subsample_size=3, device=device(type='cpu'))]
     """
-    with poutine.block(), torch.no_grad():
-        trace = poutine.trace(model).get_trace(*args, **kwargs)
+    with poutine.block(), torch.no_grad():  # latents at a feasible point: no prior sampling
+        trace = poutine.trace(InitMessenger(init_to_feasible_point)(model)).get_trace(
+            *args, **kwargs)
     found: dict[str, SubsampledPlate] = {}
     for site in trace.nodes.values():
         if site["type"] != "sample":

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import math
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -14,20 +15,22 @@ import torch.nn.functional as F
 from pyro.distributions import constraints
 from pyro.distributions.transforms import AffineTransform, LowerCholeskyAffine
 from pyro.infer.autoguide import AutoContinuous
-from pyro.infer.autoguide.initialization import init_to_median
 from pyro.nn import PyroParam
 from torch import Tensor, nn
 from torch.distributions import Transform, biject_to
 
-from pyro_flowvi.autoguide.laplace import laplace_approximation
+from pyro_flowvi.autoguide.laplace import choose_start
 from pyro_flowvi.diagnostics import DiagnosticReport, diagnose, to_inference_data
 from pyro_flowvi.flows import build_flow, check_arch
+from pyro_flowvi.initialization import init_to_median_or_feasible
 from pyro_flowvi.nn.packing import PackedParameters
 
 __all__ = ["AutoFlowGuide"]
 
-BASES = ("diagonal", "full")
-WARM_STARTS = (None, "map", "laplace")
+BASES = ("auto", "diagonal", "full")
+WARM_STARTS = (None, "auto", "map", "laplace")
+AUTO_FULL_BASE_MAX_DIM = 100
+"""``base="auto"`` takes a full-rank (lower-triangular) learnable scale up to this latent size."""
 STL_MAX_AUTOREGRESSIVE_DIM = 64
 
 ARCH_DEFAULTS: dict[str, dict[str, Any]] = {
@@ -58,6 +61,13 @@ def default_guide_hidden(arch: str, dim: int) -> list[int] | None:
     if "min_hidden" not in defaults:
         return None
     return [max(defaults["min_hidden"], 2 * dim)] * defaults.get("hidden_layers", 1)
+
+
+def _solve_lower(matrix: Tensor, vector: Tensor) -> Tensor:
+    """``matrix^{-1} vector`` for a lower-triangular matrix, or a diagonal given as a vector."""
+    if matrix.dim() == 1:
+        return vector / matrix
+    return torch.linalg.solve_triangular(matrix, vector[:, None], upper=False)[:, 0]
 
 
 class _PathDerivativePosterior(dist.TorchDistribution):
@@ -193,12 +203,13 @@ class AutoFlowGuide(AutoContinuous):
         *,
         num_layers: int | None = None,
         hidden_dims: list[int] | None = None,
-        base: str = "diagonal",
-        init_loc_fn: Callable = init_to_median,
-        init_scale: float = 1.0,
-        warm_start: str | None = None,
+        base: str = "auto",
+        init_loc_fn: Callable = init_to_median_or_feasible,
+        init_scale: float | None = None,
+        warm_start: str | None = "auto",
         warm_start_steps: int = 200,
         stl: bool | None = None,
+        name: str | None = None,
         **flow_options: Any,
     ) -> None:
         check_arch(arch)
@@ -206,7 +217,7 @@ class AutoFlowGuide(AutoContinuous):
             raise ValueError(f"AutoFlowGuide: base must be one of {BASES}, got {base!r}")
         if warm_start not in WARM_STARTS:
             raise ValueError(f"AutoFlowGuide: warm_start must be one of {WARM_STARTS}")
-        if not init_scale > 0:
+        if init_scale is not None and not init_scale > 0:
             raise ValueError(f"AutoFlowGuide: init_scale must be positive, got {init_scale}")
         self.arch = arch
         arch_defaults = ARCH_DEFAULTS.get(arch.lower(), {})
@@ -221,6 +232,10 @@ class AutoFlowGuide(AutoContinuous):
         self.stl = stl
         self.flow_options = flow_options
         super().__init__(model, init_loc_fn=init_loc_fn)
+        if name is not None:
+            if not isinstance(name, str) or not name:
+                raise ValueError(f"AutoFlowGuide: name must be a non-empty string, got {name!r}")
+            self._pyro_name = name  # the param-store prefix ("NAME.flow_packed", ...)
 
     # -- construction on first call -------------------------------------------------------------
     def _setup_prototype(self, *args: Any, **kwargs: Any) -> None:
@@ -234,19 +249,23 @@ class AutoFlowGuide(AutoContinuous):
                 ) from None
             raise
         dim = self.latent_dim
-        loc = self._init_loc().detach()
-        eye = torch.eye(dim, dtype=loc.dtype, device=loc.device)
-        precond = eye  # loc = loc0 + P delta
-        scale0 = self.init_scale * (torch.ones_like(loc) if self.base == "diagonal" else eye)
-        if self.warm_start is not None:
-            loc, cov = laplace_approximation(
-                self, loc, *args, steps=self.warm_start_steps,
-                hessian=self.warm_start == "laplace", **kwargs,
-            )
-            if cov is not None:
-                chol = torch.linalg.cholesky(cov)
-                scale0 = cov.diagonal().sqrt() if self.base == "diagonal" else chol
-                precond = torch.diag(cov.diagonal().sqrt()) if self.base == "diagonal" else chol
+        if self.base == "auto":
+            self.base = "full" if dim <= AUTO_FULL_BASE_MAX_DIM else "diagonal"
+        start, self.warm_start_record = choose_start(
+            self, self._init_loc().detach(), args, kwargs, warm_start=self.warm_start,
+            init_scale=self.init_scale, steps=self.warm_start_steps)
+        if self.warm_start_record["failure"] and self.warm_start is not None:
+            warnings.warn(
+                f"AutoFlowGuide: the {'MAP' if self.warm_start == 'map' else 'Laplace'} warm "
+                f"start failed ({self.warm_start_record['failure']}); starting from "
+                f"init_loc_fn's point with scale {float(start.scale_tril[0, 0]):.3g} instead. "
+                "If the posterior is badly scaled, pass init_scale or a better init_loc_fn.",
+                stacklevel=4)
+        loc = start.loc
+        if start.name == "laplace":  # whiten with the Laplace Cholesky factor (fixed)
+            precond, scale0 = start.scale_tril, start.scale_tril
+        else:
+            precond, scale0 = torch.ones_like(loc), start.scale_tril.diagonal()
         # Learnable parts are in whitened units: scale = scale0 * factor (diagonal) or
         # L0 @ L' (full), and loc = P @ loc_white with P the Laplace scale when warm-started.
         # Only deterministic quantities are buffers, so param-store save/load round-trips.
@@ -255,10 +274,11 @@ class AutoFlowGuide(AutoContinuous):
         # step every parameter tensor separately and that overhead dominates small guides.
         self.register_buffer("precond", precond.detach().clone())
         self.register_buffer("scale0", scale0.detach().clone())
-        loc_white = torch.linalg.solve_triangular(precond, loc.detach()[:, None], upper=False)
+        loc_white = _solve_lower(precond, loc.detach())
         raw_one = math.log(math.expm1(1.0))  # softplus(raw_one) = 1: the factor starts at 1 / I
-        raw = torch.full_like(loc, raw_one)[None] if self.base == "diagonal" else raw_one * eye
-        self.affine_white = PyroParam(torch.cat([loc_white[:, 0][None], raw], 0), constraints.real)
+        raw = torch.full_like(loc, raw_one)[None] if self.base == "diagonal" else \
+            raw_one * torch.eye(dim, dtype=loc.dtype, device=loc.device)
+        self.affine_white = PyroParam(torch.cat([loc_white[None], raw], 0), constraints.real)
         hidden = default_guide_hidden(self.arch, dim) if self.hidden_dims is None \
             else self.hidden_dims
         flow = build_flow(self.arch, dim, num_layers=self.num_layers, hidden_dims=hidden,
@@ -296,10 +316,12 @@ class AutoFlowGuide(AutoContinuous):
         ``L = L0 (tril(raw, -1) + diag(softplus(diag raw)))`` (full)."""
         packed = self.affine_white
         loc_white, raw = packed[0], packed[1:]
-        if self.base == "diagonal":
-            return self.precond.diagonal() * loc_white, self.scale0 * F.softplus(raw[0])
+        precond, scale0 = self.precond, self.scale0
+        loc = precond * loc_white if precond.dim() == 1 else precond @ loc_white
+        if self.base == "diagonal":  # s0 * s' (vector), or L0 diag(s') (column scaling)
+            return loc, scale0 * F.softplus(raw[0])
         factor = raw.tril(-1) + torch.diag_embed(F.softplus(raw.diagonal()))
-        return self.precond @ loc_white, self.scale0 @ factor
+        return loc, (scale0[:, None] * factor if scale0.dim() == 1 else scale0 @ factor)
 
     @torch.no_grad()
     def set_affine(self, loc: Tensor | None = None, scale: Tensor | None = None) -> None:
@@ -309,13 +331,22 @@ class AutoFlowGuide(AutoContinuous):
         packed = self.affine_white.detach().clone()
         if loc is not None:
             loc = torch.as_tensor(loc, dtype=packed.dtype, device=packed.device)
-            packed[0] = torch.linalg.solve_triangular(self.precond, loc[:, None], upper=False)[:, 0]
+            packed[0] = _solve_lower(self.precond, loc)
         if scale is not None:
             scale = torch.as_tensor(scale, dtype=packed.dtype, device=packed.device)
-            if self.base == "diagonal":
+            if self.base == "diagonal" and self.scale0.dim() == 1:
                 factor = scale / self.scale0
             else:
-                factor = torch.linalg.solve_triangular(self.scale0, scale, upper=False)
+                s0 = self.scale0 if self.scale0.dim() == 2 else torch.diag(self.scale0)
+                full = scale if scale.dim() == 2 else torch.diag(scale)
+                factor = torch.linalg.solve_triangular(s0, full, upper=False)
+                if self.base == "diagonal":
+                    if not torch.allclose(factor, torch.diag(factor.diagonal()), atol=1e-6):
+                        raise ValueError(
+                            "AutoFlowGuide.set_affine: with base='diagonal' the scale must be "
+                            "L0 diag(s) for the guide's fixed L0 (scale0); use base='full' to "
+                            "set any lower-triangular scale")
+                    factor = factor.diagonal()
             if not bool((factor.diagonal() if factor.dim() == 2 else factor).gt(0).all()):
                 raise ValueError("AutoFlowGuide.set_affine: the scale must have a positive "
                                  f"diagonal (relative to scale0), got {scale.tolist()}")
@@ -365,7 +396,7 @@ class AutoFlowGuide(AutoContinuous):
         """The affine map ``z = loc + L u`` (defaults: the live ``self.loc``, ``self.scale``)."""
         if loc is None or scale is None:
             loc, scale = self._loc_scale()
-        if self.base == "diagonal":
+        if scale.dim() == 1:
             return AffineTransform(loc, scale, event_dim=1, cache_size=1)
         return LowerCholeskyAffine(loc, scale).with_cache(1)
 

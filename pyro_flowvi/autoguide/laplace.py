@@ -1,44 +1,48 @@
-"""MAP and Laplace warm starts for the base of a packed-latent guide."""
+"""Warm starts for a packed-latent guide: MAP, Laplace, and the choice between starting points."""
 
 from __future__ import annotations
 
-import warnings
-from typing import Any
+import math
+from typing import Any, NamedTuple
 
-import pyro.poutine as poutine
 import torch
 from pyro.infer.autoguide import AutoContinuous
 from torch import Tensor
-from torch.distributions import biject_to
 
-__all__ = ["laplace_approximation", "unconstrained_log_joint"]
+from pyro_flowvi.autoguide.potential import UnconstrainedLogDensity, unconstrained_log_joint
 
-
-def unconstrained_log_joint(guide: AutoContinuous, latent: Tensor, *args: Any,
-                            **kwargs: Any) -> Tensor:
-    """``log p(x, T(u)) + log|det dT/du|`` for the packed unconstrained latent ``u``.
-
-    ``T`` applies ``biject_to(site.support)`` per site; this is the density the guide approximates
-    in the unconstrained space (minus the potential energy of HMC).
-    """
-    values, log_det = {}, latent.new_zeros(())
-    for site, u in guide._unpack_latent(latent):
-        transform = biject_to(site["fn"].support)
-        value = transform(u)
-        values[site["name"]] = value
-        log_det = log_det + transform.log_abs_det_jacobian(u, value).sum()
-    with poutine.block():
-        trace = poutine.trace(poutine.condition(guide.model, data=values)).get_trace(
-            *args, **kwargs)
-    return trace.log_prob_sum() + log_det
+__all__ = [
+    "AUTO_INIT_SCALES",
+    "AUTO_LAPLACE_MAX_DIM",
+    "GaussianStart",
+    "WarmStartError",
+    "choose_start",
+    "gaussian_elbo",
+    "laplace_approximation",
+    "unconstrained_log_joint",
+]
 
 
-def _newton_refine(guide: AutoContinuous, u: Tensor, args: tuple, kwargs: dict,
-                   steps: int) -> tuple[Tensor, Tensor]:
+class WarmStartError(RuntimeError):
+    """The MAP search or the Hessian at the MAP failed; the message says how."""
+
+
+class GaussianStart(NamedTuple):
+    """A Gaussian starting point ``N(loc, scale_tril scale_tril^T)`` in the unconstrained space,
+    its ELBO estimate and where it came from (``"init"``, ``"map"`` or ``"laplace"``)."""
+
+    name: str
+    loc: Tensor
+    scale_tril: Tensor
+    elbo: float
+
+
+def _newton_refine(log_p: UnconstrainedLogDensity, u: Tensor, steps: int
+                   ) -> tuple[Tensor, Tensor]:
     """Damped Newton iterations on ``-log p~``; returns the point and the negative Hessian."""
 
     def neg_log_joint(v: Tensor) -> Tensor:
-        return -unconstrained_log_joint(guide, v, *args, **kwargs)
+        return -log_p(v)
 
     def grad_and_hessian(v: Tensor) -> tuple[Tensor, Tensor]:
         v = v.detach().requires_grad_(True)
@@ -79,28 +83,135 @@ def laplace_approximation(
     .. math:: \\hat u = \\arg\\max_u \\log \\tilde p(u), \\qquad
               \\Sigma = \\left(-\\nabla^2 \\log \\tilde p(\\hat u)\\right)^{-1}.
 
-    Returns ``(u_hat, Sigma)`` (``Sigma`` is ``None`` when ``hessian`` is false).  If the negative
-    Hessian is not positive definite, its diagonal (absolute values) is used, with a warning.
+    Returns ``(u_hat, Sigma)`` (``Sigma`` is ``None`` when ``hessian`` is false).  Raises
+    :class:`WarmStartError` when the search diverges (a density without a mode, such as a
+    centred funnel's neck) or the negative Hessian at the MAP is not positive definite.
     """
+    with torch.enable_grad():  # the guide may be set up under no_grad (e.g. by Predictive)
+        return _laplace(guide, init, args, kwargs, steps, hessian, newton_steps)
+
+
+def _laplace(guide: AutoContinuous, init: Tensor, args: tuple, kwargs: dict, steps: int,
+             hessian: bool, newton_steps: int) -> tuple[Tensor, Tensor | None]:
+    log_p = UnconstrainedLogDensity(guide, args, kwargs)
     u = init.detach().clone().requires_grad_(True)
     optim = torch.optim.LBFGS([u], max_iter=steps, line_search_fn="strong_wolfe")
 
     def closure() -> Tensor:
         optim.zero_grad()
-        loss = -unconstrained_log_joint(guide, u, *args, **kwargs)
+        loss = -log_p(u)
         loss.backward()
         return loss
 
-    optim.step(closure)
+    try:
+        optim.step(closure)
+    except (RuntimeError, ValueError) as err:  # the model refused a point on the way
+        raise WarmStartError(f"the MAP search failed: {type(err).__name__}: "
+                             f"{str(err).splitlines()[0] if str(err) else ''}") from err
     u_hat = u.detach()
-    if not torch.isfinite(u_hat).all():
-        raise ValueError("AutoFlowGuide warm start: the MAP search diverged to non-finite values")
+    with torch.no_grad():
+        value = log_p(u_hat)
+    if not (torch.isfinite(u_hat).all() and torch.isfinite(value)):
+        raise WarmStartError("the MAP search diverged to non-finite values (the density may "
+                             "have no mode, e.g. a centred hierarchical funnel)")
     if not hessian:
         return u_hat, None
-    u_hat, neg_hess = _newton_refine(guide, u_hat, args, kwargs, newton_steps)
+    try:
+        u_hat, neg_hess = _newton_refine(log_p, u_hat, newton_steps)
+    except (RuntimeError, ValueError) as err:
+        raise WarmStartError(f"the Hessian at the MAP failed: {type(err).__name__}: "
+                             f"{str(err).splitlines()[0] if str(err) else ''}") from err
     chol, info = torch.linalg.cholesky_ex(neg_hess)
-    if int(info) == 0:
-        return u_hat, torch.cholesky_inverse(chol)
-    warnings.warn("Laplace warm start: the Hessian at the MAP is not positive definite; "
-                  "using the inverse of its absolute diagonal.", stacklevel=2)
-    return u_hat, torch.diag(1.0 / neg_hess.diagonal().abs().clamp_min(1e-8))
+    if int(info) != 0 or not torch.isfinite(neg_hess).all():
+        raise WarmStartError("the Hessian at the MAP is not negative definite (no isolated "
+                             "mode there)")
+    cov = torch.cholesky_inverse(chol)
+    cov = 0.5 * (cov + cov.T)
+    if not torch.isfinite(cov).all() or int(torch.linalg.cholesky_ex(cov)[1]) != 0:
+        raise WarmStartError("the covariance at the MAP is not numerically positive definite "
+                             f"in {u_hat.dtype} (condition number too large)")
+    return u_hat, cov
+
+
+@torch.no_grad()
+def gaussian_elbo(log_p: UnconstrainedLogDensity, loc: Tensor, scale_tril: Tensor,
+                  num_draws: int = 128, generator: torch.Generator | None = None) -> float:
+    r"""Monte Carlo ELBO of ``N(loc, L L^T)`` against the unconstrained density,
+
+    .. math:: \mathbb E_q[\log \tilde p(u)] + H[q], \qquad
+              H[q] = \tfrac D2 \log(2\pi e) + \sum_i \log L_{ii},
+
+    from ``num_draws`` draws scored in one vectorised pass; ``-inf`` when any draw scores
+    non-finitely or the model refuses one (a start whose draws leave the support is no start).
+    """
+    dim = loc.shape[-1]
+    eps = torch.randn((num_draws, dim), generator=generator, dtype=loc.dtype).to(loc.device)
+    u = loc + eps @ scale_tril.T
+    try:
+        values = log_p(u)
+    except (RuntimeError, ValueError):
+        return -math.inf
+    if not torch.isfinite(values).all():
+        return -math.inf
+    entropy = 0.5 * dim * math.log(2 * math.pi * math.e) + float(
+        scale_tril.diagonal().abs().log().sum())
+    return float(values.mean()) + entropy
+
+
+AUTO_LAPLACE_MAX_DIM = 256
+"""``warm_start="auto"`` tries the Laplace start up to this latent size (its Newton polish costs
+``D`` backward passes per Hessian)."""
+AUTO_INIT_SCALES = (1.0, 0.1, 0.01)
+"""Initial scales ``init_scale=None`` chooses among, by ELBO."""
+
+
+def choose_start(
+    guide: AutoContinuous, init_loc: Tensor, args: tuple, kwargs: dict, *, warm_start: str | None,
+    init_scale: float | None, steps: int, num_draws: int = 128,
+) -> tuple[GaussianStart, dict[str, Any]]:
+    """The guide's starting Gaussian: the best, by ELBO, of ``N(init_loc, s^2 I)`` for each
+    initial scale ``s`` and, when asked, the MAP (``"map"``, same scales) or Laplace
+    (``"laplace"``) Gaussian.
+
+    ``warm_start="auto"`` tries the Laplace start when ``D <= AUTO_LAPLACE_MAX_DIM`` and keeps
+    it only if its ELBO is the best (a centred funnel has no mode to expand around; its MAP
+    search diverges or ends in the neck, whose Gaussian scores worse than the prior-median
+    start).  An explicit ``"map"``/``"laplace"`` is kept whenever it succeeds.  The ELBOs use
+    ``num_draws`` draws from a private generator, so the global random stream is untouched.
+    Returns the chosen start and a record: ``warm_start`` (the chosen start's name),
+    ``elbo_by_start``, ``failure`` (why the MAP/Laplace failed, or ``None``).
+    """
+    dim = init_loc.shape[-1]
+    log_p = UnconstrainedLogDensity(guide, args, kwargs)
+    gen = torch.Generator().manual_seed(0)
+    eye = torch.eye(dim, dtype=init_loc.dtype, device=init_loc.device)
+    scales = AUTO_INIT_SCALES if init_scale is None else (init_scale,)
+
+    def start(name: str, loc: Tensor, tril: Tensor) -> GaussianStart:
+        return GaussianStart(name, loc, tril, gaussian_elbo(log_p, loc, tril, num_draws, gen))
+
+    candidates = [start("init", init_loc, s * eye) for s in scales]
+    failure = None
+    tried = warm_start in ("map", "laplace") or (warm_start == "auto"
+                                                 and dim <= AUTO_LAPLACE_MAX_DIM)
+    warm: list[GaussianStart] = []
+    if tried:
+        try:
+            u_hat, cov = laplace_approximation(guide, init_loc, *args, steps=steps,
+                                               hessian=warm_start != "map", **kwargs)
+        except WarmStartError as err:
+            failure = str(err)
+        else:
+            if cov is None:
+                warm = [start("map", u_hat, s * eye) for s in scales]
+            else:
+                warm = [start("laplace", u_hat, torch.linalg.cholesky(cov))]
+    pool = warm if warm_start in ("map", "laplace") and warm else candidates + warm
+    best = max(pool, key=lambda c: c.elbo)
+    if not math.isfinite(best.elbo):
+        best = pool[-1] if warm else candidates[0]
+    record = {"warm_start": best.name, "failure": failure,
+              "elbo_by_start": {f"{c.name}(scale={float(c.scale_tril[0, 0]):.3g})"
+                                if c.name != "laplace" else c.name: c.elbo
+                                for c in candidates + warm}}
+    return best, record

@@ -12,9 +12,11 @@ import pyro
 import pyro.poutine as poutine
 import torch
 from pyro.infer import SVI
-from pyro.infer.autoguide.initialization import InitMessenger, init_to_feasible
+from pyro.infer.autoguide.initialization import InitMessenger
 from pyro.util import get_rng_state, set_rng_state
 from tqdm.auto import tqdm
+
+from pyro_flowvi.initialization import init_to_feasible_point
 
 __all__ = ["NonFiniteLossError", "check_observations", "find_nonfinite", "fit_svi"]
 
@@ -102,7 +104,7 @@ def check_observations(model: Callable, *args: Any, **kwargs: Any) -> None:
     state = get_rng_state()
     try:
         with poutine.block(), torch.no_grad(), pyro.validation_enabled(False):
-            trace = poutine.trace(InitMessenger(init_to_feasible)(model)).get_trace(
+            trace = poutine.trace(InitMessenger(init_to_feasible_point)(model)).get_trace(
                 *args, **kwargs)
     finally:
         set_rng_state(state)

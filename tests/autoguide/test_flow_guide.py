@@ -197,7 +197,7 @@ def test_constrained_sites_land_in_their_supports():
 
 def test_median_and_quantiles():
     guide = AutoFlowGuide(constrained_model, init_loc_fn=init_to_value(
-        values={"s": torch.tensor(2.0), "m": torch.ones(2, 2)}), init_scale=0.05)
+        values={"s": torch.tensor(2.0), "m": torch.ones(2, 2)}), init_scale=0.05, warm_start=None)
     med = guide.median()
     assert abs(med["s"].item() - 2.0) < 0.05 and torch.allclose(med["m"], torch.ones(2, 2),
                                                                  atol=0.05)
@@ -217,7 +217,7 @@ def test_median_and_quantiles_of_a_plated_site(arch):
     # plate, so median() returned the first member only and quantiles() raised.
     values = {"x": torch.tensor([0.0, 10.0, 20.0, 30.0]), "s": torch.tensor(1.0)}
     guide = AutoFlowGuide(plated_means_model, arch=arch, init_loc_fn=init_to_value(values=values),
-                          init_scale=0.01)
+                          init_scale=0.01, warm_start=None)
     med = guide.median()
     assert med["x"].shape == (4,) and med["s"].shape == ()
     assert torch.allclose(med["x"], values["x"], atol=0.01)
