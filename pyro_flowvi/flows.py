@@ -1,17 +1,23 @@
-"""The architecture registry: one name builds a whole flow stack.
+"""The architecture registry: one name builds a whole flow stack, with one set of defaults.
 
 ``build_flow(arch, dim, ...)`` returns a :class:`~pyro_flowvi.transforms.base.FlowStack` (a Pyro
 ``TransformModule``) or, given ``context_dim``, a
 :class:`~pyro_flowvi.transforms.base.ConditionalFlowTransform` whose ``condition(h)`` binds the
-context.  ``register_arch(name, builder)`` adds an architecture; a builder has the signature
+context.  Every architecture's defaults (depth, conditioner widths, options such as the
+activation, the sticking-the-landing policy) and capabilities (inverse, autoregressive) live in
+its :class:`ArchSpec`, next to its builder: ``build_flow`` and the guides read them there and
+nowhere else, so ``build_flow("iaf", D)`` is the flow ``AutoFlowGuide(model, "iaf")`` trains.
+``register_arch(name, builder, spec)`` adds an architecture; a builder has the signature
 ``builder(dim, *, context_dim, num_layers, hidden_dims, **options) -> FlowStack``.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
-from collections.abc import Callable, Sequence
-from typing import Protocol
+import inspect
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Protocol
 
 import torch
 from pyro.distributions.transforms import ConditionalPlanar, ConditionalRadial, Planar, Radial
@@ -23,18 +29,22 @@ from pyro_flowvi.transforms.actnorm import ActNorm
 from pyro_flowvi.transforms.autoregressive import AffineAutoregressive
 from pyro_flowvi.transforms.base import ConditionalFlowTransform, FlowStack, FlowTransform, Inverted
 from pyro_flowvi.transforms.coupling import AffineCoupling
-from pyro_flowvi.transforms.flowify.arch import flowified_flow
+from pyro_flowvi.transforms.flowify.arch import flowified_block, flowified_flow
 from pyro_flowvi.transforms.linear import LULinear
 from pyro_flowvi.transforms.pyro_layers import PyroLayer
 from pyro_flowvi.transforms.sylvester import Sylvester
 
 __all__ = [
     "ArchBuilder",
+    "ArchSpec",
+    "arch_spec",
     "available_archs",
     "build_flow",
     "check_arch",
+    "check_flow_options",
     "default_hidden_dims",
     "register_arch",
+    "widths",
 ]
 
 
@@ -50,7 +60,19 @@ class ArchBuilder(Protocol):
     ) -> FlowStack: ...
 
 
-_REGISTRY: dict[str, ArchBuilder] = {}
+def widths(minimum: int, per_dim: int, layers: int) -> Callable[[int], list[int]]:
+    """A conditioner-width rule: ``layers`` hidden layers of ``max(minimum, per_dim * D)``.
+
+    Example:
+        >>> widths(64, 2, 2)(40)
+        [80, 80]
+    """
+
+    def rule(dim: int) -> list[int]:
+        return [max(minimum, per_dim * dim)] * layers
+
+    rule.__doc__ = f"{layers} x max({minimum}, {per_dim} D)"
+    return rule
 
 
 def default_hidden_dims(dim: int) -> list[int]:
@@ -58,12 +80,53 @@ def default_hidden_dims(dim: int) -> list[int]:
     return [max(64, 2 * dim)] * 2
 
 
-def register_arch(name: str, builder: ArchBuilder, *, overwrite: bool = False) -> None:
-    """Register ``builder`` under ``name`` (lower case); refuse to overwrite unless asked."""
+_STRUCTURAL = {"dim", "context_dim", "num_layers", "hidden_dims", "self", "variant", "layer_index",
+               "keep", "invert"}  # set by the builders themselves
+
+
+@dataclasses.dataclass(frozen=True)
+class ArchSpec:
+    """What an architecture is, besides its builder: defaults and capabilities.
+
+    Attributes:
+        num_layers: default depth.
+        hidden: conditioner-width rule, latent size ``D`` -> hidden sizes (see :func:`widths`).
+        options: defaults of builder options (e.g. ``{"activation": nn.ReLU}``).
+        stl: whether ``AutoFlowGuide`` uses the sticking-the-landing gradient by default,
+            while ``D <= stl_max_dim`` (``None``: any ``D``); it needs an inverse.
+        has_inverse, autoregressive: capabilities of the built flow (tested against it).
+        option_sources: callables whose keyword parameters are further valid options (for a
+            builder that forwards ``**options``).
+        summary: one line for listings.
+    """
+
+    num_layers: int = 4
+    hidden: Callable[[int], list[int]] = default_hidden_dims
+    options: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    stl: bool = False
+    stl_max_dim: int | None = None
+    has_inverse: bool = True
+    autoregressive: bool = False
+    option_sources: tuple[Callable, ...] = ()
+    summary: str = ""
+
+    def uses_stl(self, dim: int) -> bool:
+        """The default STL policy at latent size ``dim``."""
+        return self.stl and self.has_inverse and (self.stl_max_dim is None
+                                                  or dim <= self.stl_max_dim)
+
+
+_REGISTRY: dict[str, tuple[ArchBuilder, ArchSpec]] = {}
+
+
+def register_arch(name: str, builder: ArchBuilder, spec: ArchSpec | None = None, *,
+                  overwrite: bool = False) -> None:
+    """Register ``builder`` with its :class:`ArchSpec` under ``name`` (lower case); refuse to
+    overwrite unless asked."""
     key = name.lower()
     if key in _REGISTRY and not overwrite:
         raise ValueError(f"register_arch: {name!r} is already registered (pass overwrite=True)")
-    _REGISTRY[key] = builder
+    _REGISTRY[key] = (builder, ArchSpec() if spec is None else spec)
 
 
 def available_archs() -> list[str]:
@@ -84,24 +147,94 @@ def check_arch(arch: str) -> str:
     return key
 
 
+def arch_spec(arch: str) -> ArchSpec:
+    """The :class:`ArchSpec` of a registered architecture.
+
+    Example:
+        >>> spec = arch_spec("iaf")
+        >>> spec.num_layers, spec.hidden(10), spec.autoregressive
+        (2, [64, 64], True)
+    """
+    return _REGISTRY[check_arch(arch)][1]
+
+
+def _valid_options(key: str) -> set[str] | None:
+    """Option names the builder accepts (``None``: it takes any)."""
+    builder, spec = _REGISTRY[key]
+    names: set[str] = set()
+    for fn in (builder, *spec.option_sources):
+        params = inspect.signature(fn).parameters.values()
+        if fn is builder and not spec.option_sources and any(
+                p.kind is p.VAR_KEYWORD for p in params):
+            return None
+        names |= {p.name for p in params if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)}
+    return names - _STRUCTURAL
+
+
+def check_flow_options(arch: str, options: Mapping[str, Any], *, caller: str = "build_flow",
+                       num_layers: Any = None, hidden_dims: Any = None) -> None:
+    """Raise a ``ValueError`` naming any option ``arch``'s builder does not take, with the valid
+    names, so a misspelt option fails when the guide is built, not at its first step; also
+    check ``num_layers`` and ``hidden_dims`` when given.
+
+    Example:
+        >>> check_flow_options("iaf", {"hidden": 32})
+        Traceback (most recent call last):
+        ...
+        ValueError: build_flow: unknown option 'hidden' for arch 'iaf' (did you mean ...
+    """
+    key = check_arch(arch)
+    if num_layers is not None:
+        _positive_int("num_layers", num_layers, 0 if arch_spec(key).num_layers == 0 else 1,
+                      caller)
+    if hidden_dims is not None:
+        _hidden_list(hidden_dims, caller)
+    valid = _valid_options(key)
+    if valid is None:
+        return
+    for name in options:
+        if name not in valid:
+            close = difflib.get_close_matches(name, [*valid, "hidden_dims", "num_layers"], n=1)
+            hint = f"did you mean {close[0]!r}? " if close else ""
+            raise ValueError(
+                f"{caller}: unknown option {name!r} for arch {key!r} ({hint}valid options: "
+                f"{', '.join(sorted(valid))}; and num_layers, hidden_dims, context_dim)")
+
+
+def _positive_int(name: str, value: Any, minimum: int = 1, caller: str = "build_flow") -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{caller}: {name} must be an integer >= {minimum}, got {value!r}")
+    return value
+
+
+def _hidden_list(hidden_dims: Any, caller: str = "build_flow") -> list[int]:
+    if isinstance(hidden_dims, str | int) or not all(
+            isinstance(h, int) and not isinstance(h, bool) and h >= 1 for h in hidden_dims):
+        raise ValueError(f"{caller}: hidden_dims must be a list of positive integers, got "
+                         f"{hidden_dims!r}")
+    return list(hidden_dims)
+
+
 def build_flow(
     arch: str,
     dim: int,
     *,
     context_dim: int | None = None,
-    num_layers: int = 4,
+    num_layers: int | None = None,
     hidden_dims: Sequence[int] | None = None,
     **options: object,
 ) -> FlowStack | ConditionalFlowTransform:
-    """Build a flow stack by architecture name.
+    """Build a flow stack by architecture name, with the defaults of its :class:`ArchSpec`.
 
     Args:
         arch: a registered name (see :func:`available_archs`), e.g. ``"iaf"``, ``"realnvp"``.
         dim: event size of the flow.
         context_dim: context size for a conditional flow, or ``None``.
-        num_layers: number of flow layers (permutations/ActNorm between them not counted).
-        hidden_dims: conditioner hidden sizes (default :func:`default_hidden_dims`).
-        options: architecture-specific options (``scale``, ``max_log_scale``, ``actnorm``...).
+        num_layers: number of flow layers (permutations/ActNorm between them not counted);
+            default ``spec.num_layers``.
+        hidden_dims: conditioner hidden sizes; default ``spec.hidden(dim)``.
+        options: architecture-specific options (``scale``, ``max_log_scale``, ``actnorm``...),
+            over ``spec.options``; an unknown one is a ``ValueError`` listing the valid names.
 
     Example:
         >>> import pyro.distributions as dist
@@ -115,14 +248,16 @@ def build_flow(
         torch.Size([10])
     """
     key = check_arch(arch)
-    if int(dim) < 1:
-        raise ValueError(f"build_flow: dim must be a positive integer, got {dim}")
-    if int(num_layers) < 1:
-        raise ValueError(f"build_flow: num_layers must be at least 1, got {num_layers}")
-    hidden = default_hidden_dims(dim) if hidden_dims is None else [int(h) for h in hidden_dims]
-    stack = _REGISTRY[key](
-        int(dim), context_dim=context_dim, num_layers=int(num_layers), hidden_dims=hidden, **options
-    )
+    builder, spec = _REGISTRY[key]
+    dim = _positive_int("dim", dim)
+    if context_dim is not None:
+        context_dim = _positive_int("context_dim", context_dim)
+    num_layers = spec.num_layers if num_layers is None else _positive_int(
+        "num_layers", num_layers, minimum=0 if spec.num_layers == 0 else 1)
+    hidden = spec.hidden(dim) if hidden_dims is None else _hidden_list(hidden_dims)
+    check_flow_options(key, options)
+    stack = builder(dim, context_dim=context_dim, num_layers=num_layers, hidden_dims=hidden,
+                    **{**spec.options, **options})
     return stack if context_dim is None else ConditionalFlowTransform(stack)
 
 
@@ -285,13 +420,36 @@ def _pyro_builder(plain: type, conditional: type) -> ArchBuilder:
     return build
 
 
-register_arch("iaf", iaf_flow)
-register_arch("maf", maf_flow)
-register_arch("realnvp", realnvp_flow)
-register_arch("sylvester", _sylvester_builder("householder"))
-register_arch("sylvester-orthogonal", _sylvester_builder("orthogonal"))
-register_arch("sylvester-householder", _sylvester_builder("householder"))
-register_arch("sylvester-triangular", _sylvester_builder("triangular"))
-register_arch("planar", _pyro_builder(Planar, ConditionalPlanar))
-register_arch("radial", _pyro_builder(Radial, ConditionalRadial))
-register_arch("flowified", flowified_flow)
+def gaussian_flow(dim: int, *, context_dim: int | None, num_layers: int,
+                  hidden_dims: Sequence[int]) -> FlowStack:
+    """No flow layers: the guide is its affine (Gaussian) base alone."""
+    if num_layers:
+        raise ValueError(f"gaussian: the arch has no layers, got num_layers={num_layers}")
+    return FlowStack([], context_dim, dim=dim)
+
+
+_AUTOREGRESSIVE = dict(num_layers=2, hidden=widths(64, 2, 2), options={"activation": nn.ReLU},
+                       stl=True, stl_max_dim=64, autoregressive=True,
+                       option_sources=(_autoregressive,))
+register_arch("iaf", iaf_flow, ArchSpec(
+    **_AUTOREGRESSIVE, summary="inverse autoregressive (MADE) affine layers: one-pass sampling"))
+register_arch("maf", maf_flow, ArchSpec(
+    **_AUTOREGRESSIVE, summary="masked autoregressive affine layers: one-pass density"))
+register_arch("realnvp", realnvp_flow, ArchSpec(
+    num_layers=5, hidden=widths(32, 2, 1), options={"activation": nn.SiLU},
+    summary="affine coupling layers: one-pass sampling and density"))
+_SYLVESTER = dict(has_inverse=False, option_sources=(Sylvester.__init__,))
+for _name, _variant in [("sylvester", "householder"), ("sylvester-orthogonal", "orthogonal"),
+                        ("sylvester-householder", "householder"),
+                        ("sylvester-triangular", "triangular")]:
+    register_arch(_name, _sylvester_builder(_variant), ArchSpec(
+        **_SYLVESTER, summary=f"Sylvester flow, {_variant} Q (no analytic inverse)"))
+register_arch("planar", _pyro_builder(Planar, ConditionalPlanar), ArchSpec(
+    has_inverse=False, summary="Pyro's planar flow (no analytic inverse)"))
+register_arch("radial", _pyro_builder(Radial, ConditionalRadial), ArchSpec(
+    has_inverse=False, summary="Pyro's radial flow (no analytic inverse)"))
+register_arch("flowified", flowified_flow, ArchSpec(
+    option_sources=(flowified_flow, flowified_block),
+    summary="flowified linear + activation blocks (Mate et al. 2022)"))
+register_arch("gaussian", gaussian_flow, ArchSpec(
+    num_layers=0, summary="no flow: the full-rank (or diagonal) Gaussian base alone"))

@@ -43,16 +43,67 @@ def test_register_custom_arch_and_overwrite_protection():
 
 
 def test_bad_arguments():
-    with pytest.raises(ValueError, match="dim must be a positive"):
+    with pytest.raises(ValueError, match=r"dim must be an integer >= 1, got 0"):
         build_flow("iaf", 0)
-    with pytest.raises(ValueError, match="num_layers"):
+    with pytest.raises(ValueError, match=r"dim must be an integer >= 1, got 2.5"):
+        build_flow("iaf", 2.5)  # refused, not truncated
+    with pytest.raises(ValueError, match=r"dim must be an integer >= 1, got '3'"):
+        build_flow("iaf", "3")
+    with pytest.raises(ValueError, match="num_layers must be an integer >= 1"):
         build_flow("iaf", 3, num_layers=0)
+    with pytest.raises(ValueError, match="num_layers must be an integer >= 1"):
+        build_flow("iaf", 3, num_layers="2")
+    with pytest.raises(ValueError, match="hidden_dims must be a list of positive integers"):
+        build_flow("iaf", 3, hidden_dims=[0])
+    with pytest.raises(ValueError, match="hidden_dims must be a list of positive integers"):
+        build_flow("iaf", 3, hidden_dims=32)
     with pytest.raises(ValueError, match="permutation"):
         build_flow("iaf", 3, permutation="shuffle")
     with pytest.raises(ValueError, match="mask"):
         build_flow("realnvp", 3, mask="checker")
-    with pytest.raises(TypeError, match="unexpected keyword"):
+    with pytest.raises(ValueError, match=r"unknown option 'num_hidden' for arch 'realnvp'.*valid "
+                       r"options: .*activation"):
         build_flow("realnvp", 3, num_hidden=5)
+
+
+def test_unknown_option_fails_when_the_guide_is_built_naming_the_valid_ones():
+    from pyro_flowvi import AutoFlowGuide
+
+    with pytest.raises(ValueError, match=r"AutoFlowGuide: unknown option 'hidden' for arch 'iaf' "
+                       r"\(did you mean 'hidden_dims'\?.*valid options: .*permutation"):
+        AutoFlowGuide(lambda: None, "iaf", hidden=32)
+    with pytest.raises(ValueError, match="AutoFlowGuide: num_layers must be an integer"):
+        AutoFlowGuide(lambda: None, "iaf", num_layers=1.5)
+    with pytest.raises(ValueError, match=r"unknown option 'bogus' for arch 'flowified'.*count_bins"):
+        AutoFlowGuide(lambda: None, "flowified", bogus=1)
+    with pytest.raises(ValueError, match=r"unknown option 'variant' for arch 'sylvester'"):
+        AutoFlowGuide(lambda: None, "sylvester", variant="triangular")
+
+
+def test_one_source_of_defaults_per_arch():
+    """build_flow's defaults are the guide's: depth, widths and options come from the spec."""
+    from pyro_flowvi.flows import arch_spec
+
+    for arch in [a for a in available_archs() if not a.startswith("test-")]:  # built-in ones
+        spec = arch_spec(arch)
+        flow = build_flow(arch, 5)
+        assert len(flow) == spec.num_layers, arch
+        assert flow.has_inverse == spec.has_inverse, arch  # declared capabilities hold
+        assert flow.autoregressive == spec.autoregressive, arch
+    iaf = build_flow("iaf", 5)
+    assert isinstance(iaf[0].conditioner.activation, torch.nn.ReLU)  # spec.options' activation
+    assert [layer.out_features for layer in iaf[0].conditioner.layers][:2] == \
+        arch_spec("iaf").hidden(5)
+
+
+def test_gaussian_is_the_zero_layer_arch():
+    flow = build_flow("gaussian", 3)
+    x = torch.randn(4, 3)
+    y, ladj = flow.call_and_ladj(x)
+    assert len(flow) == 0 and torch.equal(y, x) and torch.equal(ladj, torch.zeros(4))
+    assert torch.equal(flow.inv(y), x)
+    with pytest.raises(ValueError, match="no layers"):
+        build_flow("gaussian", 3, num_layers=2)
 
 
 @pytest.mark.parametrize("num_layers", [1, 2, 3, 4])

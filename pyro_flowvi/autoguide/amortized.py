@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -14,12 +15,11 @@ from pyro.poutine.indep_messenger import CondIndepStackFrame
 from torch import Tensor, nn
 from torch.distributions import biject_to
 
-from pyro_flowvi.flows import build_flow, check_arch
+from pyro_flowvi.flows import arch_spec, build_flow, check_flow_options
 from pyro_flowvi.transforms.base import ConditionalFlowTransform
 
 __all__ = ["AmortizedFlowGuide", "EncoderOutput", "LocalSite"]
 
-GAUSSIAN = ("gaussian", "normal", "none")
 """``arch`` values (besides ``None``) meaning no flow: the plain amortized Gaussian."""
 
 
@@ -97,10 +97,11 @@ class AmortizedFlowGuide(AutoGuide):
             ``(B, D)``, ``(B, D)``, ``(B, context_dim)`` (``(loc, scale)`` for the Gaussian guide).
         arch: a registered flow architecture with a conditional form (``"iaf"``, ``"realnvp"``,
             ``"maf"``, ``"sylvester"``, ...) or ``None`` / ``"gaussian"`` for no flow.
-        num_flows: number of flow layers ``K`` (``0`` also means no flow).
+        num_layers: number of flow layers ``K`` (default the arch's ``spec.num_layers``; ``0``
+            also means no flow).  ``num_flows`` is its deprecated old name.
         context_dim: size of ``h``; ``None`` infers it from the encoder's first output.
-        hidden_dims: conditioner hidden sizes of every flow layer (default
-            ``[max(64, 4 D)] * 2``).
+        hidden_dims: conditioner hidden sizes of every flow layer (default the arch's
+            ``spec.hidden(D)``, as everywhere: see :func:`~pyro_flowvi.flows.arch_spec`).
         plate_name: the data plate's name; ``None`` takes the plate of the local sites.
         data_fn: maps the model's ``(*args, **kwargs)`` to the encoder's input; default the first
             positional argument.
@@ -121,7 +122,7 @@ class AmortizedFlowGuide(AutoGuide):
         ...     with pyro.plate("data", 1000, subsample_size=len(x)):
         ...         z = pyro.sample("z", dist.Normal(0.0, 1.0).expand([2]).to_event(1))
         ...         pyro.sample("x", dist.Normal(z.sum(-1, keepdim=True), 1.0).to_event(1), obs=x)
-        >>> guide = AmortizedFlowGuide(model, Encoder(), arch="iaf", num_flows=2)
+        >>> guide = AmortizedFlowGuide(model, Encoder(), arch="iaf", num_layers=2)
         >>> x = torch.randn(10, 5)
         >>> guide(x)["z"].shape
         torch.Size([10, 2])
@@ -134,31 +135,38 @@ class AmortizedFlowGuide(AutoGuide):
         model: Callable,
         encoder: nn.Module,
         arch: str | None = "iaf",
-        num_flows: int = 2,
+        num_layers: int | None = None,
         context_dim: int | None = None,
         hidden_dims: list[int] | None = None,
         *,
         plate_name: str | None = None,
         data_fn: Callable[..., Tensor] | None = None,
         create_plates: Callable | None = None,
+        num_flows: int | None = None,
         **flow_options: Any,
     ) -> None:
         if not isinstance(encoder, nn.Module):
             raise TypeError(
                 f"AmortizedFlowGuide: encoder must be a torch.nn.Module, got {type(encoder).__name__}")
-        if arch is not None and arch.lower() in GAUSSIAN:
-            arch = None
-        if int(num_flows) < 0:
-            raise ValueError(f"AmortizedFlowGuide: num_flows must be >= 0, got {num_flows}")
-        if arch is not None and int(num_flows) > 0:
-            check_arch(arch)
-        if context_dim is not None and int(context_dim) < 1:
+        if num_flows is not None:  # the old name of num_layers
+            warnings.warn("AmortizedFlowGuide: num_flows is now num_layers (one name across the "
+                          "library); num_flows will be removed", DeprecationWarning, stacklevel=2)
+            if num_layers is not None and num_layers != num_flows:
+                raise ValueError("AmortizedFlowGuide: give num_layers or num_flows, not both")
+            num_layers = num_flows
+        arch = "gaussian" if arch is None else arch
+        spec = arch_spec(arch)  # an unknown arch, option, depth or width fails here
+        check_flow_options(arch, flow_options, caller="AmortizedFlowGuide",
+                           num_layers=num_layers, hidden_dims=hidden_dims)
+        if context_dim is not None and (isinstance(context_dim, bool) or not isinstance(
+                context_dim, int) or context_dim < 1):
             raise ValueError(
-                f"AmortizedFlowGuide: context_dim must be a positive integer, got {context_dim}")
+                f"AmortizedFlowGuide: context_dim must be a positive integer, got {context_dim!r}")
         super().__init__(model, create_plates=create_plates)
         self.encoder = encoder
-        self.arch = arch if int(num_flows) > 0 else None
-        self.num_flows = int(num_flows) if self.arch is not None else 0
+        layers = spec.num_layers if num_layers is None or spec.num_layers == 0 else num_layers
+        self.arch = arch if layers > 0 else None  # None: the Gaussian guide, no flow
+        self.num_layers = layers if self.arch is not None else 0
         self.context_dim = None if context_dim is None else int(context_dim)
         self.hidden_dims = None if hidden_dims is None else [int(h) for h in hidden_dims]
         self.plate_name = plate_name
@@ -242,9 +250,9 @@ class AmortizedFlowGuide(AutoGuide):
         out = self._encode(self._encoder_input(*args, **kwargs))
         if self.arch is not None:
             dim = self.latent_dim
-            hidden = self.hidden_dims or [max(64, 4 * dim)] * 2
             flow = build_flow(self.arch, dim, context_dim=self.context_dim,
-                              num_layers=self.num_flows, hidden_dims=hidden, **self.flow_options)
+                              num_layers=self.num_layers, hidden_dims=self.hidden_dims,
+                              **self.flow_options)
             self.flow = flow.to(device=out.loc.device, dtype=out.loc.dtype)
 
     def _encode(self, x: Tensor) -> EncoderOutput:
@@ -349,6 +357,6 @@ class AmortizedFlowGuide(AutoGuide):
         return result
 
     def extra_repr(self) -> str:
-        return (f"arch={self.arch!r}, num_flows={self.num_flows}, latent_dim={self.latent_dim}, "
+        return (f"arch={self.arch!r}, num_layers={self.num_layers}, latent_dim={self.latent_dim}, "
                 f"context_dim={self.context_dim}")
 

@@ -18,6 +18,7 @@ from pyro.optim import PyroLRScheduler
 
 from pyro_flowvi.autoguide.flow_guide import AutoFlowGuide
 from pyro_flowvi.autoguide.objectives import MassCoveringELBO
+from pyro_flowvi.autoguide.potential import UnconstrainedLogDensity
 from pyro_flowvi.autoguide.training import fit_svi
 from pyro_flowvi.diagnostics import DiagnosticReport
 from pyro_flowvi.importance import importance_log_weights
@@ -107,6 +108,7 @@ class RecipeSchedule:
             return step >= self.decay_start + self.decay_steps
         if step >= r.max_steps - max(r.min_decay_steps, int(r.decay_fraction * r.max_steps)):
             self._start_decay(step)
+            self.decay_steps = r.max_steps - step  # end the decay at the cap
         elif step >= max(r.min_steps, 2 * r.window) and self.plateaued(losses):
             self.converged = True
             self._start_decay(step)
@@ -173,9 +175,11 @@ class FitResult:
 def _make_loss(model: Callable, guide: AutoFlowGuide, recipe: Recipe, args: tuple,
                kwargs: dict) -> Any:
     """The recipe's objective, vectorised over particles where the model allows it."""
+    nesting = UnconstrainedLogDensity(guide, args, kwargs).max_plate_nesting
     if recipe.objective == "mass_covering":
-        return MassCoveringELBO(num_particles=recipe.num_particles)
-    vectorized = Trace_ELBO(num_particles=recipe.num_particles, vectorize_particles=True)
+        return MassCoveringELBO(num_particles=recipe.num_particles, max_plate_nesting=nesting)
+    vectorized = Trace_ELBO(num_particles=recipe.num_particles, vectorize_particles=True,
+                            max_plate_nesting=nesting)
     if recipe.num_particles == 1:
         return vectorized
     state = pyro.util.get_rng_state()
@@ -187,7 +191,7 @@ def _make_loss(model: Callable, guide: AutoFlowGuide, recipe: Recipe, args: tupl
                       f"{str(err).splitlines()[0] if str(err) else ''}); training with one "
                       "particle per step instead. Write the model so that it broadcasts over "
                       "leading batch dims for lower-variance steps.", stacklevel=3)
-        return Trace_ELBO(num_particles=1)
+        return Trace_ELBO(num_particles=1, max_plate_nesting=nesting)
     finally:
         pyro.util.set_rng_state(state)
     return vectorized

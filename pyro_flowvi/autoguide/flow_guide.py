@@ -21,7 +21,7 @@ from torch.distributions import Transform, biject_to
 
 from pyro_flowvi.autoguide.laplace import choose_start
 from pyro_flowvi.diagnostics import DiagnosticReport, diagnose, to_inference_data
-from pyro_flowvi.flows import build_flow, check_arch
+from pyro_flowvi.flows import arch_spec, build_flow, check_flow_options
 from pyro_flowvi.initialization import init_to_median_or_feasible
 from pyro_flowvi.nn.packing import PackedParameters
 
@@ -31,36 +31,18 @@ BASES = ("auto", "diagonal", "full")
 WARM_STARTS = (None, "auto", "map", "laplace")
 AUTO_FULL_BASE_MAX_DIM = 100
 """``base="auto"`` takes a full-rank (lower-triangular) learnable scale up to this latent size."""
-STL_MAX_AUTOREGRESSIVE_DIM = 64
+def _caller_stacklevel() -> int:
+    """``warnings.warn``'s stacklevel of the first frame outside torch, Pyro and this package
+    (the user's call that set the guide up)."""
+    import inspect
+    import os
 
-ARCH_DEFAULTS: dict[str, dict[str, Any]] = {
-    "iaf": {"num_layers": 2, "min_hidden": 64, "hidden_layers": 2, "activation": nn.ReLU,
-            "stl": True},
-    "maf": {"num_layers": 2, "min_hidden": 64, "hidden_layers": 2, "activation": nn.ReLU,
-            "stl": True},
-    "realnvp": {"num_layers": 5, "min_hidden": 32, "hidden_layers": 1, "activation": nn.SiLU},
-}
-"""Per-architecture defaults, used where the caller leaves ``num_layers``/``hidden_dims``/
-``activation``/``stl`` unset: depth, ``hidden_layers`` hidden layers of ``max(min_hidden, 2 D)``
-units, the activation,
-and sticking-the-landing for the autoregressive archs while ``D <= STL_MAX_AUTOREGRESSIVE_DIM``
-(their STL inverse costs ``D`` sequential passes).  Other
-archs: 4 layers and :func:`~pyro_flowvi.flows.default_hidden_dims`.  Measured on the banana,
-see :class:`AutoFlowGuide`."""
-
-
-def default_guide_hidden(arch: str, dim: int) -> list[int] | None:
-    """Conditioner widths :class:`AutoFlowGuide` uses for ``arch`` at latent size ``dim``
-    (``None``: the registry's default).
-
-    Example:
-        >>> default_guide_hidden("iaf", 2), default_guide_hidden("realnvp", 40)
-        ([64, 64], [80])
-    """
-    defaults = ARCH_DEFAULTS.get(arch.lower(), {})
-    if "min_hidden" not in defaults:
-        return None
-    return [max(defaults["min_hidden"], 2 * dim)] * defaults.get("hidden_layers", 1)
+    skip = tuple(os.path.dirname(m.__file__) for m in (torch, pyro)) + (
+        os.path.dirname(os.path.dirname(__file__)),)
+    for level, frame in enumerate(inspect.stack(0)[1:], start=1):
+        if not frame.filename.startswith(skip):
+            return level
+    return 2
 
 
 def _solve_lower(matrix: Tensor, vector: Tensor) -> Tensor:
@@ -109,80 +91,49 @@ class AutoFlowGuide(AutoContinuous):
         \\qquad
         \\log q(z) = \\log\\mathcal N(\\varepsilon) - \\log|\\det J_f(\\varepsilon)| - \\log|\\det L|,
 
-    with ``L`` diagonal (``base="diagonal"``) or lower triangular (``base="full"``) and ``f`` a
-    flow from the registry (``arch``), initialised at the identity: at step 0 the guide is the
-    mean-field (or full-rank) Gaussian centred at ``init_loc_fn``'s point with scale
-    ``init_scale``.  Sampling and ``log q`` of the guide's own samples take one pass.
+    with ``L`` lower triangular (``base="full"``) or ``L_0`` times a learnable diagonal
+    (``base="diagonal"``) and ``f`` a flow from the registry (``arch``), initialised at the
+    identity: at step 0 the guide is the Gaussian ``N(mu_0, L_0 L_0^T)``.  Sampling and
+    ``log q`` of the guide's own samples take one pass.
 
-    The flow acts on whitened coordinates (before the affine map), so its conditioners see
-    unit-scale inputs whatever the posterior's scales.  The learnable affine parameters are
-    whitened too: ``L = L_0 L'`` (or ``s_0 s'``) and ``mu = P mu'``, where ``warm_start=
-    "laplace"`` starts ``mu`` at the MAP and sets ``L_0 = P`` to the Cholesky factor of the inverse
-    Hessian there (otherwise ``L_0 = init_scale I`` and ``P = I``).  This keeps correlations near
-    +-1 and scales 10^3 apart within reach of a few thousand Adam steps.
+    **The start.**  On the first call the guide chooses ``N(mu_0, L_0 L_0^T)``:
+    ``warm_start="auto"`` (default) finds the MAP of the unconstrained density by L-BFGS with
+    Newton polishing and takes the Laplace Gaussian there when its ELBO beats the
+    ``init_loc_fn`` point's with scale ``init_scale`` (``None``: the best of 1, 0.1 and 0.01);
+    a density without a mode (a centred funnel) falls back to the latter, with a warning when a
+    warm start was asked for explicitly.  The flow then acts on whitened coordinates (``mu =
+    mu_0 + L_0 mu'``, ``L = L_0 L'``), so correlations near +-1 and scales 10^4 apart start out
+    as ``N(0, I)`` for the conditioners and the optimiser.  ``warm_start_record`` says what was
+    chosen and why.  The measurements behind these defaults are in ``BENCHMARKS.md``
+    ("Real posteriors") and ``docs/posteriors.rst``.
 
     Args:
         model: a Pyro model with continuous latents.
-        arch: any registered architecture (``"iaf"``, ``"realnvp"``, ``"sylvester"``, ...).
-        num_layers: flow depth (default from :data:`ARCH_DEFAULTS`, else 4).
-        hidden_dims: conditioner widths (default :func:`default_guide_hidden`: two ReLU layers
-            of ``max(64, 2 D)`` (iaf, maf), one SiLU layer of ``max(32, 2 D)`` (realnvp); other
-            archs ``[max(64, 2 D)] * 2``).
-        base: ``"diagonal"`` or ``"full"`` affine base before the flow.
-        init_loc_fn: per-site initialisation of the base location.
-        init_scale: initial base scale.
-        warm_start: ``None``, ``"map"`` (base location from a MAP fit) or ``"laplace"`` (location
-            and scale from a Laplace approximation at the MAP), run on the first call.
-        warm_start_steps: optimiser iterations for the warm start.
-        stl: use the sticking-the-landing (path-derivative) gradient; needs an invertible arch.
-            ``None`` (default): on for iaf/maf up to ``D = 64``, off otherwise.  For the default
-            iaf it is what makes the decayed-rate fit work (banana b = 2, seeds 0-2: worst KL
-            0.038 with it, 0.56 without: one seed collapses); it costs the IAF inverse (``D``
-            sequential MADE passes per layer), yet the default iaf step is still 0.93x stock
-            ``AutoIAFNormal``'s of equal size (the flow's parameters are one packed tensor).
-            Off for realnvp (4 layers, b = 2: worst KL 0.15 with it, 0.059 without).
-        flow_options: passed to :func:`~pyro_flowvi.build_flow` (``scale``, ``permutation``...).
-            For importance-sampling-grade tails train iaf with
-            ``permutation="reverse_last_natural"`` (the last layer in the model's site order)
-            and :class:`~pyro_flowvi.MassCoveringELBO`: banana b = 1, 2, seeds 0-2, KL below
-            0.0075 and PSIS k-hat below 0.5 on every fit, at 2.2x the time per step.
+        arch: any registered architecture (``"iaf"``, ``"realnvp"``, ``"gaussian"``, ...); its
+            :class:`~pyro_flowvi.flows.ArchSpec` gives every default below.
+        num_layers: flow depth (default ``spec.num_layers``).
+        hidden_dims: conditioner widths (default ``spec.hidden(D)``).
+        base: ``"auto"`` (full-rank up to ``D = 100``, else diagonal), ``"full"`` or
+            ``"diagonal"``.
+        init_loc_fn: per-site initial point (default: the prior median, or the zero
+            unconstrained point where the prior cannot be sampled, e.g. a flat prior).
+        init_scale: initial scale of a start that is not the Laplace one (see above).
+        warm_start: ``"auto"``, ``"laplace"``, ``"map"`` (location only) or ``None``.
+        warm_start_steps: L-BFGS iterations of the MAP search.
+        stl: use the sticking-the-landing (path-derivative) gradient; needs an invertible arch
+            (default ``spec.uses_stl(D)``: iaf/maf up to ``D = 64``).
+        name: the param-store prefix (default ``"AutoFlowGuide"``); give distinct names to use
+            several guides at once.
+        flow_options: further :func:`~pyro_flowvi.build_flow` options (``scale``,
+            ``permutation``, ``activation``...); an unknown one fails here, listing the valid
+            names.  For importance-sampling-grade tails train iaf with
+            ``permutation="reverse_last_natural"`` and :class:`~pyro_flowvi.MassCoveringELBO`.
 
     The flow's parameters live in ONE packed parameter, ``flow_packed`` (see
     :class:`~pyro_flowvi.nn.packing.PackedParameters`; :meth:`flow_parameters` gives named views):
     Pyro's optimisers step, and ``pyro.module`` registers, every parameter tensor separately, a
     fixed cost per tensor and step that dominated small guides.  ``ClippedAdam``'s ``clip_norm``
     therefore bounds the norm of the whole flow's gradient, not each layer's.
-
-    Defaults (measured on ``Banana(a=1, b, sigma=0.5)``, log Z = 0: ``Trace_ELBO(num_particles=8,
-    vectorize_particles=True)``, 3000 steps, KL on 20000 fresh draws, seeds 0, 1, 2;
-    ``benchmarks/bench_banana.py``): ``init_scale=1.0`` (the learnable scale factor then starts
-    at the right order; from ``0.1`` it must grow 10x at lr 5e-3), and per arch
-    (:data:`ARCH_DEFAULTS`): iaf/maf two layers with 2 x [64, 64] ReLU conditioners, realnvp five
-    layers with [32] SiLU (an odd count ends on a coupling that moves the second half given the
-    first; b = 2 worst KL with 4 / 5 / 6 / 8 layers: 0.059 / 0.016 / 0.037 / 0.061, and 6 missed
-    b = 1 on one seed).  The optimiser matters as much as the guide: with a constant rate
-    Adam's parameter jitter sets the KL floor (there, small [16] SiLU conditioners were best and
-    wider or deeper ones collapsed on some seed), so decay the rate late in the run; under the
-    decay the larger iaf conditioners win (every guide below got the same optimiser; "const":
-    Adam 5e-3 throughout; "decay": 5e-3 for 1500 steps, then geometrically to 2.5e-4).
-
-    ===============================  ==================  ==================  ==================
-    guide (KL nats, median / worst)  b=1 const           b=1 decay           b=2 decay
-    ===============================  ==================  ==================  ==================
-    iaf (2 x [64, 64] ReLU, STL)     n/a                 0.002 / 0.006       0.018 / 0.038
-    iaf (2 x [16] SiLU, STL)         0.023 / 0.038       0.007 / 0.010       0.019 / 0.030
-    realnvp (5 x [32] SiLU)          n/a                 0.006 / 0.007       0.015 / 0.016
-    realnvp (4 x [32] SiLU)          0.049 / 0.065       0.011 / 0.012       0.051 / 0.056
-    sylvester (4 layers)             0.306 / 0.321       0.331 / 0.339       0.579 / 0.596
-    AutoNormal                       0.562 / 0.574       0.558 / 0.566       0.847 / 0.856
-    AutoIAFNormal 2 x [64, 64]       n/a                 0.430 / 0.468       0.685 / 0.690
-    AutoIAFNormal 2 x [32, 32]       0.068 / 0.442       0.015 / 0.433       0.048 / 0.688
-    ===============================  ==================  ==================  ==================
-
-    PSIS k-hat stays above 0.5 for these fits (worst over seeds, on 20,000 / 200,000 draws: iaf
-    1.03 / 0.53 at b = 1 and 0.77 / 0.64 at b = 2; realnvp 0.71 / 0.53 and 0.73 / 0.59): the few
-    large weights lie on the banana's ridge at ``|x_1| > 2.5``, where the guide's tails are
-    lighter than the target's.
 
     Example:
         >>> import pyro.distributions as dist
@@ -192,8 +143,8 @@ class AutoFlowGuide(AutoContinuous):
         >>> guide = AutoFlowGuide(model, arch="realnvp", num_layers=2, hidden_dims=[8])
         >>> sorted(guide())
         ['s', 'x']
-        >>> guide.latent_dim
-        2
+        >>> guide.latent_dim, guide.warm_start_record["warm_start"]
+        (2, 'laplace')
     """
 
     def __init__(
@@ -212,7 +163,9 @@ class AutoFlowGuide(AutoContinuous):
         name: str | None = None,
         **flow_options: Any,
     ) -> None:
-        check_arch(arch)
+        spec = arch_spec(arch)  # an unknown arch, option, depth or width fails here
+        check_flow_options(arch, flow_options, caller="AutoFlowGuide", num_layers=num_layers,
+                           hidden_dims=hidden_dims)
         if base not in BASES:
             raise ValueError(f"AutoFlowGuide: base must be one of {BASES}, got {base!r}")
         if warm_start not in WARM_STARTS:
@@ -220,11 +173,8 @@ class AutoFlowGuide(AutoContinuous):
         if init_scale is not None and not init_scale > 0:
             raise ValueError(f"AutoFlowGuide: init_scale must be positive, got {init_scale}")
         self.arch = arch
-        arch_defaults = ARCH_DEFAULTS.get(arch.lower(), {})
-        self.num_layers = arch_defaults.get("num_layers", 4) if num_layers is None else num_layers
+        self.num_layers = spec.num_layers if num_layers is None else num_layers
         self.hidden_dims = hidden_dims
-        if "activation" in arch_defaults:
-            flow_options.setdefault("activation", arch_defaults["activation"])
         self.base = base
         self.init_scale = init_scale
         self.warm_start = warm_start
@@ -260,7 +210,7 @@ class AutoFlowGuide(AutoContinuous):
                 f"start failed ({self.warm_start_record['failure']}); starting from "
                 f"init_loc_fn's point with scale {float(start.scale_tril[0, 0]):.3g} instead. "
                 "If the posterior is badly scaled, pass init_scale or a better init_loc_fn.",
-                stacklevel=4)
+                stacklevel=_caller_stacklevel())
         loc = start.loc
         if start.name == "laplace":  # whiten with the Laplace Cholesky factor (fixed)
             precond, scale0 = start.scale_tril, start.scale_tril
@@ -279,15 +229,10 @@ class AutoFlowGuide(AutoContinuous):
         raw = torch.full_like(loc, raw_one)[None] if self.base == "diagonal" else \
             raw_one * torch.eye(dim, dtype=loc.dtype, device=loc.device)
         self.affine_white = PyroParam(torch.cat([loc_white[None], raw], 0), constraints.real)
-        hidden = default_guide_hidden(self.arch, dim) if self.hidden_dims is None \
-            else self.hidden_dims
-        flow = build_flow(self.arch, dim, num_layers=self.num_layers, hidden_dims=hidden,
-                          **self.flow_options)
+        flow = build_flow(self.arch, dim, num_layers=self.num_layers,
+                          hidden_dims=self.hidden_dims, **self.flow_options)
         if self.stl is None:
-            self.stl = bool(
-                ARCH_DEFAULTS.get(self.arch.lower(), {}).get("stl", False) and flow.has_inverse
-                and (not flow.autoregressive or dim <= STL_MAX_AUTOREGRESSIVE_DIM)
-            )
+            self.stl = arch_spec(self.arch).uses_stl(dim)
         if self.stl and not flow.has_inverse:
             raise ValueError(
                 f"AutoFlowGuide: stl=True scores samples under a parameter-detached copy of the "

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from typing import Any, NamedTuple
 
+import pyro
 import torch
 from pyro.infer.autoguide import AutoContinuous
 from torch import Tensor
@@ -35,6 +36,60 @@ class GaussianStart(NamedTuple):
     loc: Tensor
     scale_tril: Tensor
     elbo: float
+
+
+class _NonFinite(Exception):
+    """A trial point of the line search scored non-finitely."""
+
+
+def _map_search(log_p: UnconstrainedLogDensity, init: Tensor, steps: int,
+                restarts: int = 4) -> Tensor:
+    """L-BFGS (strong Wolfe) on ``-log p~`` from ``init``.  A trial point that scores
+    non-finitely (the line search probing the far tails of a constrained site) ends that run;
+    the search restarts from the best point seen, with a fresh curvature history."""
+    best = [init.detach().clone(), -math.inf]
+
+    def value_at(u: Tensor) -> Tensor:
+        with pyro.validation_enabled(False):
+            value = log_p(u)
+        if not torch.isfinite(value):
+            raise _NonFinite
+        if float(value.detach()) > best[1]:
+            best[0], best[1] = u.detach().clone(), float(value.detach())
+        return value
+
+    try:
+        with torch.no_grad():
+            value_at(best[0])
+    except _NonFinite:
+        raise WarmStartError("the density is not finite at the initial point") from None
+    except (RuntimeError, ValueError) as err:
+        raise WarmStartError(f"the model failed at the initial point: {_first_line(err)}") from err
+    for _ in range(restarts + 1):
+        u = best[0].clone().requires_grad_(True)
+        optim = torch.optim.LBFGS([u], max_iter=steps, line_search_fn="strong_wolfe")
+
+        def closure(optim: torch.optim.LBFGS = optim, u: Tensor = u) -> Tensor:
+            optim.zero_grad()
+            loss = -value_at(u)
+            loss.backward()
+            return loss
+
+        try:
+            optim.step(closure)
+        except _NonFinite:
+            continue
+        except (RuntimeError, ValueError) as err:  # the model refused a trial point
+            if isinstance(err, ValueError) and "Expected parameter" not in str(err):
+                raise WarmStartError(f"the MAP search failed: {_first_line(err)}") from err
+            continue
+        break
+    return best[0]
+
+
+def _first_line(err: Exception) -> str:
+    text = str(err).strip()
+    return f"{type(err).__name__}: {text.splitlines()[0] if text else ''}"
 
 
 def _newton_refine(log_p: UnconstrainedLogDensity, u: Tensor, steps: int
@@ -94,33 +149,14 @@ def laplace_approximation(
 def _laplace(guide: AutoContinuous, init: Tensor, args: tuple, kwargs: dict, steps: int,
              hessian: bool, newton_steps: int) -> tuple[Tensor, Tensor | None]:
     log_p = UnconstrainedLogDensity(guide, args, kwargs)
-    u = init.detach().clone().requires_grad_(True)
-    optim = torch.optim.LBFGS([u], max_iter=steps, line_search_fn="strong_wolfe")
-
-    def closure() -> Tensor:
-        optim.zero_grad()
-        loss = -log_p(u)
-        loss.backward()
-        return loss
-
-    try:
-        optim.step(closure)
-    except (RuntimeError, ValueError) as err:  # the model refused a point on the way
-        raise WarmStartError(f"the MAP search failed: {type(err).__name__}: "
-                             f"{str(err).splitlines()[0] if str(err) else ''}") from err
-    u_hat = u.detach()
-    with torch.no_grad():
-        value = log_p(u_hat)
-    if not (torch.isfinite(u_hat).all() and torch.isfinite(value)):
-        raise WarmStartError("the MAP search diverged to non-finite values (the density may "
-                             "have no mode, e.g. a centred hierarchical funnel)")
+    u_hat = _map_search(log_p, init, steps)
     if not hessian:
         return u_hat, None
     try:
-        u_hat, neg_hess = _newton_refine(log_p, u_hat, newton_steps)
+        with pyro.validation_enabled(False):
+            u_hat, neg_hess = _newton_refine(log_p, u_hat, newton_steps)
     except (RuntimeError, ValueError) as err:
-        raise WarmStartError(f"the Hessian at the MAP failed: {type(err).__name__}: "
-                             f"{str(err).splitlines()[0] if str(err) else ''}") from err
+        raise WarmStartError(f"the Hessian at the MAP failed: {_first_line(err)}") from err
     chol, info = torch.linalg.cholesky_ex(neg_hess)
     if int(info) != 0 or not torch.isfinite(neg_hess).all():
         raise WarmStartError("the Hessian at the MAP is not negative definite (no isolated "

@@ -53,7 +53,6 @@ from tqdm.auto import tqdm
 
 import pyro_flowvi
 from pyro_flowvi import AutoFlowGuide, MassCoveringELBO
-from pyro_flowvi.autoguide.flow_guide import default_guide_hidden
 from pyro_flowvi.diagnostics import importance_log_weights, psis_khat
 from pyro_flowvi.experiments.common import (
     add_runtime_arguments,
@@ -62,7 +61,7 @@ from pyro_flowvi.experiments.common import (
     report_run,
     torch_threads,
 )
-from pyro_flowvi.flows import available_archs, default_hidden_dims
+from pyro_flowvi.flows import arch_spec, available_archs
 from pyro_flowvi.targets import Banana
 
 __all__ = [
@@ -114,10 +113,8 @@ def split_objective(name: str) -> tuple[str, bool]:
 
 def _stock_iaf_equal_size(model: Callable) -> AutoGuide:
     """``AutoIAFNormal`` with the depth and widths of ``AutoFlowGuide(model, "iaf")``."""
-    probe = AutoFlowGuide(model, "iaf")
-    hidden = probe.hidden_dims or default_guide_hidden("iaf", LATENT_DIM) \
-        or default_hidden_dims(LATENT_DIM)
-    return AutoIAFNormal(model, hidden_dim=list(hidden), num_transforms=probe.num_layers)
+    spec = arch_spec("iaf")
+    return AutoIAFNormal(model, hidden_dim=spec.hidden(LATENT_DIM), num_transforms=spec.num_layers)
 
 
 def _stock_coupling(model: Callable, num_layers: int = 4, hidden: int = 64) -> AutoGuide:

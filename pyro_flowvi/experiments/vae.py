@@ -32,7 +32,7 @@ import torch.distributed as tdist
 from torch import Tensor, nn
 
 import pyro_flowvi
-from pyro_flowvi.autoguide.amortized import GAUSSIAN, AmortizedFlowGuide
+from pyro_flowvi.autoguide.amortized import AmortizedFlowGuide
 from pyro_flowvi.data.mnist import load_binarized_mnist, load_mnist_idx
 from pyro_flowvi.experiments.common import (
     add_runtime_arguments,
@@ -41,7 +41,7 @@ from pyro_flowvi.experiments.common import (
     report_run,
     torch_threads,
 )
-from pyro_flowvi.flows import check_arch
+from pyro_flowvi.flows import arch_spec
 from pyro_flowvi.vae.averaging import ParameterEMA
 from pyro_flowvi.vae.evaluate import evaluate_nll, reconstruct, sample_images, summarize
 from pyro_flowvi.vae.models import ARCHITECTURES, build_vae
@@ -73,7 +73,7 @@ class VAEConfig:
     flow: str = "iaf"
     num_flows: int = 4
     context_dim: int = 128
-    flow_hidden: list[int] | None = None
+    flow_hidden: list[int] | None = field(default_factory=lambda: [128, 128])
     flow_options: dict[str, Any] = field(default_factory=dict)
     dataset: str = "binarized-mnist"
     data_dir: str | None = None
@@ -145,9 +145,7 @@ def load_dataset(name: str, data_dir: str | None, device: torch.device
 def build_run(cfg: VAEConfig, device: torch.device, example: Tensor
               ) -> tuple[ELBOModule, AmortizedFlowGuide]:
     """The seeded VAE and guide for ``cfg`` (set up on ``example``), as an :class:`ELBOModule`."""
-    gaussian = cfg.flow.lower() in GAUSSIAN
-    if not gaussian:
-        check_arch(cfg.flow)
+    gaussian = arch_spec(cfg.flow).num_layers == 0 or cfg.num_flows == 0  # checks the name
     torch.manual_seed(cfg.seed)
     vae, encoder = build_vae(cfg.architecture, cfg.latent_dim,
                              0 if gaussian else cfg.context_dim, cfg.hidden, dropout=cfg.dropout,
@@ -155,7 +153,8 @@ def build_run(cfg: VAEConfig, device: torch.device, example: Tensor
                              prior_hidden=cfg.prior_hidden)
     vae, encoder = vae.to(device), encoder.to(device)
     guide = AmortizedFlowGuide(
-        vae.model, encoder, arch=None if gaussian else cfg.flow, num_flows=cfg.num_flows,
+        vae.model, encoder, arch=None if gaussian else cfg.flow,
+        num_layers=None if gaussian else cfg.num_flows,
         context_dim=None if gaussian else cfg.context_dim, hidden_dims=cfg.flow_hidden,
         create_plates=vae.create_plates, **cfg.flow_options)
     with torch.no_grad():
@@ -306,7 +305,7 @@ def format_report(metrics: dict[str, Any]) -> str:
     lines = [
         f"VAE on {cfg['dataset']}: {cfg['architecture']} {cfg['hidden']}, latent "
         f"{cfg['latent_dim']}, guide {cfg['flow']}"
-        + ("" if cfg["flow"].lower() in GAUSSIAN else f" x{cfg['num_flows']}")
+        + ("" if cfg["flow"].lower() == "gaussian" else f" x{cfg['num_flows']}")
         + (f", prior {cfg['prior_flow']} x{cfg['prior_layers']}" if cfg.get("prior_flow") else "")
         + f" ({metrics['num_params']} params), {metrics['epochs']} epochs on "
         f"{metrics['device']} (x{metrics['world_size']}), {metrics['seconds_per_epoch']:.1f} "
@@ -332,7 +331,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     a("--context-dim", type=int, default=d.context_dim,
       help="size of the encoder's context h (default %(default)s)")
     a("--flow-hidden", type=int, nargs="+", default=d.flow_hidden,
-      help="conditioner hidden sizes (default [max(64, 4 latent)] * 2)")
+      help="conditioner hidden sizes (default %(default)s, the measured runs' widths)")
     a("--flow-option", dest="flow_options", action="append", type=key_value_option, default=[],
       metavar="KEY=VALUE", help="extra build_flow option (e.g. scale=sigmoid); repeatable")
     a("--dataset", choices=DATASETS, default=d.dataset, help="default %(default)s")

@@ -304,6 +304,13 @@ class Inverted(FlowTransform):
         return u, -ladj
 
 
+def _broadcast_to_context(x: Tensor, context: Tensor | None) -> Tensor:
+    if context is None:
+        return x
+    batch = torch.broadcast_shapes(x.shape[:-1], context.shape[:-1])
+    return x.expand(batch + x.shape[-1:])
+
+
 class FlowStack(FlowTransform):
     """A composition of flow layers that sums the per-layer log-dets in the same loop.
 
@@ -313,7 +320,8 @@ class FlowStack(FlowTransform):
         \\log|\\det J_f(x)| = \\sum_{k=1}^{K} \\log|\\det J_{f_k}(x_{k-1})|,\\quad x_0 = x.
 
     The context (if any) is passed to the layers built with a ``context_dim``; the others ignore
-    it.  ``has_inverse`` holds when every layer has one.
+    it.  ``has_inverse`` holds when every layer has one.  With no layers (give ``dim``) the
+    stack is the identity: the ``"gaussian"`` architecture.
 
     Example:
         >>> from pyro_flowvi.transforms import AffineCoupling, Permute
@@ -323,11 +331,12 @@ class FlowStack(FlowTransform):
         (torch.Size([4, 2]), torch.Size([4]))
     """
 
-    def __init__(self, layers: Iterable[FlowTransform], context_dim: int | None = None) -> None:
+    def __init__(self, layers: Iterable[FlowTransform], context_dim: int | None = None,
+                 dim: int | None = None) -> None:
         layers = list(layers)
-        if not layers:
-            raise ValueError("FlowStack: needs at least one layer")
-        dims = {layer.dim for layer in layers}
+        dims = {layer.dim for layer in layers} | ({int(dim)} if dim is not None else set())
+        if not dims:
+            raise ValueError("FlowStack: give at least one layer, or dim for the identity stack")
         if len(dims) != 1:
             raise ValueError(f"FlowStack: all layers must share one dim, got dims {sorted(dims)}")
         for layer in layers:
@@ -347,7 +356,9 @@ class FlowStack(FlowTransform):
         for layer, takes in zip(self.layers, self._takes_context, strict=True):
             x, ladj = layer._call_and_ladj(x, context if takes else None)
             total = ladj if total is None else total + ladj
-        assert total is not None
+        if total is None:  # no layers: the identity, broadcast against the context's batch
+            x = _broadcast_to_context(x, context)
+            total = x.new_zeros(x.shape[:-1])
         return x, total
 
     def _inverse_and_ladj(self, y: Tensor, context: Tensor | None) -> tuple[Tensor, Tensor]:
@@ -363,7 +374,9 @@ class FlowStack(FlowTransform):
         ):
             y, ladj = layer._inverse_and_ladj(y, context if takes else None)
             total = ladj if total is None else total + ladj
-        assert total is not None
+        if total is None:
+            y = _broadcast_to_context(y, context)
+            total = y.new_zeros(y.shape[:-1])
         return y, total
 
     def __len__(self) -> int:

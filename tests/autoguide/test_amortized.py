@@ -50,7 +50,7 @@ def randomize(module, scale=0.3):
 def test_log_q_matches_explicit_recomputation(arch, float64):
     x = torch.randn(7, X)
     guide = AmortizedFlowGuide(local_model, Encoder(context=C if arch else 0), arch=arch,
-                               num_flows=2, hidden_dims=[16])
+                               num_layers=2, hidden_dims=[16])
     guide(x)
     randomize(guide)  # move the flow away from the identity
     pyro.set_rng_seed(5)
@@ -74,7 +74,7 @@ def test_log_q_matches_explicit_recomputation(arch, float64):
 
 
 def test_context_broadcasts_over_extra_sample_dims(float64):
-    guide = AmortizedFlowGuide(local_model, Encoder(), arch="iaf", num_flows=2, hidden_dims=[16])
+    guide = AmortizedFlowGuide(local_model, Encoder(), arch="iaf", num_layers=2, hidden_dims=[16])
     x = torch.randn(4, X)
     guide(x)
     with pyro.plate("particles", 11, dim=-2):
@@ -88,7 +88,7 @@ def test_context_broadcasts_over_extra_sample_dims(float64):
 def test_plate_scaling_with_subsampling(float64):
     n, b = 1000, 10
     x = torch.randn(b, X)
-    guide = AmortizedFlowGuide(local_model, Encoder(), arch="realnvp", num_flows=2,
+    guide = AmortizedFlowGuide(local_model, Encoder(), arch="realnvp", num_layers=2,
                                hidden_dims=[16])
     guide(x, num_data=n)
     assert guide.plate_frame.full_size == n
@@ -126,7 +126,7 @@ def test_plate_without_subsampling_follows_the_batch(float64):
 def test_svi_trains_and_registers_encoder_and_flow():
     pyro.set_rng_seed(0)
     x = torch.randn(64, X)
-    guide = AmortizedFlowGuide(local_model, Encoder(), arch="iaf", num_flows=2, context_dim=C,
+    guide = AmortizedFlowGuide(local_model, Encoder(), arch="iaf", num_layers=2, context_dim=C,
                                hidden_dims=[16])
     svi = SVI(local_model, guide, Adam({"lr": 1e-2}), Trace_ELBO())
     losses = [svi.step(x) for _ in range(300)]
@@ -139,7 +139,7 @@ def test_svi_trains_and_registers_encoder_and_flow():
     pyro.set_rng_seed(1)
     z = guide(x[:3])["z"]
     pyro.clear_param_store()
-    guide2 = AmortizedFlowGuide(local_model, Encoder(), arch="iaf", num_flows=2, hidden_dims=[16])
+    guide2 = AmortizedFlowGuide(local_model, Encoder(), arch="iaf", num_layers=2, hidden_dims=[16])
     pyro.get_param_store().set_state(state)
     guide2(x[:3])  # the first call traces the model (and draws from the prior)
     pyro.set_rng_seed(1)
@@ -237,5 +237,10 @@ def test_constructor_errors():
         AmortizedFlowGuide(local_model, Encoder(), arch="iaff")
     with pytest.raises(TypeError, match="nn.Module"):
         AmortizedFlowGuide(local_model, lambda x: x)
-    with pytest.raises(ValueError, match="num_flows"):
-        AmortizedFlowGuide(local_model, Encoder(), num_flows=-1)
+    with pytest.raises(ValueError, match="num_layers must be an integer >= 1"):
+        AmortizedFlowGuide(local_model, Encoder(), num_layers=-1)
+    with pytest.raises(ValueError, match=r"unknown option 'hidden' for arch 'iaf' \(did you mean "
+                       r"'hidden_dims'\?"):
+        AmortizedFlowGuide(local_model, Encoder(), hidden=32)
+    with pytest.warns(DeprecationWarning, match="num_flows is now num_layers"):
+        assert AmortizedFlowGuide(local_model, Encoder(), num_flows=3).num_layers == 3

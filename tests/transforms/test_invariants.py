@@ -118,9 +118,8 @@ LAYER_CASES = {
 _NOT_IDENTITY_ARCHS = {"planar", "radial"}
 ARCH_CASES = {
     f"arch:{name}": Case(
-        (lambda n: lambda d, c: build_flow(n, d, context_dim=c, num_layers=3, hidden_dims=HIDDEN))(
-            name
-        ),
+        (lambda n: lambda d, c: build_flow(n, d, context_dim=c, hidden_dims=HIDDEN,
+                                           num_layers=None if n == "gaussian" else 3))(name),
         identity_at_init=name not in _NOT_IDENTITY_ARCHS,
     )
     for name in available_archs()

@@ -24,7 +24,7 @@ def problem():
     torch.manual_seed(0)
     pyro.clear_param_store()
     vae, enc = build_vae("mlp", LATENT, 6, [16])
-    guide = AmortizedFlowGuide(vae.model, enc, arch="realnvp", num_flows=2, hidden_dims=[8],
+    guide = AmortizedFlowGuide(vae.model, enc, arch="realnvp", num_layers=2, hidden_dims=[8],
                                create_plates=vae.create_plates)
     x = (torch.rand(2 * B, 784) < 0.3).double()
     z = torch.randn(2 * B, LATENT)

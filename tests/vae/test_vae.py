@@ -33,9 +33,9 @@ def toy_images(n, seed=0):
     return (protos[which] - flip).abs()
 
 
-def small_run(arch="iaf", latent=4, hidden=(32,), context=8, num_flows=2):
+def small_run(arch="iaf", latent=4, hidden=(32,), context=8, num_layers=2):
     vae, enc = build_vae("mlp", latent, 0 if arch is None else context, list(hidden))
-    guide = AmortizedFlowGuide(vae.model, enc, arch=arch, num_flows=num_flows,
+    guide = AmortizedFlowGuide(vae.model, enc, arch=arch, num_layers=num_layers,
                                hidden_dims=[16], create_plates=vae.create_plates)
     return vae, guide
 
@@ -247,7 +247,7 @@ def test_flow_prior_density_sampling_and_training(arch):
                                vae.prior(x.new_zeros(10, 4)).log_prob(tr.nodes["z"]["value"]))
 
     vae = vae.float()
-    guide = AmortizedFlowGuide(vae.model, enc, arch="iaf", num_flows=2, hidden_dims=[16],
+    guide = AmortizedFlowGuide(vae.model, enc, arch="iaf", num_layers=2, hidden_dims=[16],
                                create_plates=vae.create_plates)
     images = toy_images(64)
     guide(images[:2])
