@@ -6,7 +6,7 @@ decays geometrically over the second half to ``2.5e-4``, the same schedule for e
 ``--lr-decay 1`` for a constant rate) on ``Banana(a=1,
 sigma=0.5)`` with ``b = 1`` and ``b = 2``; KL(q || p) (log Z = 0) and PSIS k-hat come from
 ``--num-eval`` fresh draws, and the entropy identity is asserted for our flow guides (see
-:mod:`pyro_flowvi.experiments.banana`, whose functions do the work).  The two values of ``b``
+:mod:`pyro_flowvi.lab.experiments.banana`, whose functions do the work).  The two values of ``b``
 run in two worker processes, one torch thread each.  Writes ``bench_banana.json`` and
 ``bench_banana.md`` (plus each run's ``metrics.json`` and figures) under ``--out`` and prints the
 markdown table: median and worst seed per guide, worst k-hat (on ``--num-eval`` and on
@@ -37,14 +37,9 @@ from pyro.infer import SVI, Trace_ELBO
 from pyro.optim import Adam
 
 from pyro_flowvi import MassCoveringELBO
-from pyro_flowvi.experiments.banana import (
-    BananaConfig,
-    banana_model,
-    make_guide,
-    run_banana,
-    split_objective,
-)
-from pyro_flowvi.experiments.common import key_value_option
+from pyro_flowvi.lab.common import key_value_option
+from pyro_flowvi.lab.experiments.banana import BananaConfig, banana_model, make_guide, run_banana
+from pyro_flowvi.lab.guides import parse_spec
 
 OURS = ["iaf", "realnvp", "sylvester", "iaf+fkl", "realnvp+fkl"]  # +fkl: MassCoveringELBO
 STOCK = [
@@ -90,9 +85,7 @@ def time_steps(guides: list[str], rounds: int = 15, steps: int = 100, b: float =
         pyro.set_rng_seed(0)
         model = banana_model(b=b)
         guide = make_guide(name, model)
-        if guide is None:
-            continue
-        if split_objective(name)[1]:
+        if parse_spec(name).objective == "mass_covering":
             elbo = MassCoveringELBO(num_particles=8, max_plate_nesting=0)
         else:
             elbo = Trace_ELBO(num_particles=8, vectorize_particles=True, max_plate_nesting=0)

@@ -24,9 +24,9 @@ from pathlib import Path
 
 import torch
 
-from pyro_flowvi.experiments.banana import BananaConfig, run_banana
-from pyro_flowvi.experiments.flowified_mnist import MNISTFlowConfig, run_flowified_mnist
-from pyro_flowvi.experiments.moons import MoonsConfig, run_moons
+from pyro_flowvi.lab.experiments.banana import BananaConfig, run_banana
+from pyro_flowvi.lab.experiments.flowified_mnist import MNISTFlowConfig, run_flowified_mnist
+from pyro_flowvi.lab.experiments.moons import MoonsConfig, run_moons
 
 
 def main() -> None:

@@ -28,9 +28,9 @@ from typing import Any
 
 import torch
 
-from pyro_flowvi.experiments.common import key_value_option
-from pyro_flowvi.experiments.vae import VAEConfig, run_vae
-from pyro_flowvi.vae.plots import plot_vae_curves
+from pyro_flowvi.lab.common import key_value_option
+from pyro_flowvi.lab.experiments.vae import VAEConfig, run_vae
+from pyro_flowvi.lab.plots import plot_vae_curves
 
 GUIDES = ["gaussian", "iaf", "realnvp", "sylvester-triangular"]
 BASELINE, CHALLENGER = "gaussian", "iaf"

@@ -19,19 +19,21 @@ import inspect
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
 
-import torch
 from pyro.distributions.transforms import ConditionalPlanar, ConditionalRadial, Planar, Radial
-from pyro.nn import DenseNN
-from torch import Tensor, nn
+from torch import nn
 
-from pyro_flowvi.nn.masks import alternating_mask, half_mask, random_mask
-from pyro_flowvi.transforms.actnorm import ActNorm
-from pyro_flowvi.transforms.autoregressive import AffineAutoregressive
-from pyro_flowvi.transforms.base import ConditionalFlowTransform, FlowStack, FlowTransform, Inverted
-from pyro_flowvi.transforms.coupling import AffineCoupling
-from pyro_flowvi.transforms.flowify.arch import flowified_block, flowified_flow
-from pyro_flowvi.transforms.linear import LULinear
-from pyro_flowvi.transforms.pyro_layers import PyroLayer
+from pyro_flowvi.archs import (
+    _autoregressive,
+    affine_options,
+    gaussian_flow,
+    iaf_flow,
+    maf_flow,
+    pyro_builder,
+    realnvp_flow,
+    sylvester_builder,
+)
+from pyro_flowvi.transforms.base import ConditionalFlowTransform, FlowStack
+from pyro_flowvi.transforms.flowify.sampling.arch import flowified_block, flowified_flow
 from pyro_flowvi.transforms.sylvester import Sylvester
 
 __all__ = [
@@ -261,192 +263,26 @@ def build_flow(
     return stack if context_dim is None else ConditionalFlowTransform(stack)
 
 
-# --------------------------------------------------------------------------------------------
-# Built-in architectures
-# --------------------------------------------------------------------------------------------
-
-
-def _orders(dim: int, num_layers: int, permutation: str, seed: int) -> list[Tensor]:
-    """Autoregressive orders per layer: reversing between layers is a free permutation.
-
-    ``"reverse"`` starts in the natural order ``0..D-1``; ``"reverse_last_natural"`` alternates
-    the other way round so that the *last* layer is in the natural order, i.e. it moves each
-    coordinate given the ones before it, as the model declared them (parents first).  That last
-    layer then sees inputs from the base side of the flow rather than the far tails the earlier
-    layers produce (banana b = 2, ``BENCHMARKS.md``)."""
-    if permutation in ("reverse", "reverse_last_natural"):
-        start = 0 if permutation == "reverse" else (num_layers - 1) % 2
-        return [torch.arange(dim) if (k + start) % 2 == 0 else torch.arange(dim).flip(0)
-                for k in range(num_layers)]
-    if permutation == "random":
-        gen = torch.Generator().manual_seed(seed)
-        return [torch.randperm(dim, generator=gen) for _ in range(num_layers)]
-    if permutation == "none":
-        return [torch.arange(dim)] * num_layers
-    raise ValueError(f"unknown permutation {permutation!r}: use 'reverse', "
-                     "'reverse_last_natural', 'random' or 'none'")
-
-
-def _with_extras(
-    layers: list[FlowTransform], dim: int, actnorm: bool, linear: str | None
-) -> list[FlowTransform]:
-    """Insert ActNorm and/or an LU linear layer before each flow layer (Glow's step order)."""
-    if linear not in (None, "lu"):
-        raise ValueError(f"unknown linear option {linear!r}: use None or 'lu'")
-    out: list[FlowTransform] = []
-    for layer in layers:
-        if actnorm:
-            out.append(ActNorm(dim))
-        if linear == "lu":
-            out.append(LULinear(dim))
-        out.append(layer)
-    return out
-
-
-def _autoregressive(
-    dim: int,
-    *,
-    context_dim: int | None,
-    num_layers: int,
-    hidden_dims: Sequence[int],
-    invert: bool,
-    permutation: str = "reverse",
-    scale: str = "exp",
-    max_log_scale: float | None = 3.0,
-    actnorm: bool = False,
-    linear: str | None = None,
-    activation: Callable[[], nn.Module] = nn.ELU,
-    seed: int = 0,
-) -> FlowStack:
-    layers: list[FlowTransform] = []
-    for order in _orders(dim, num_layers, permutation, seed):
-        layer = AffineAutoregressive(
-            dim, hidden_dims, context_dim, order, scale, max_log_scale, activation
-        )
-        layers.append(Inverted(layer) if invert else layer)
-    return FlowStack(_with_extras(layers, dim, actnorm, linear), context_dim)
-
-
-def iaf_flow(dim: int, **kwargs: object) -> FlowStack:
-    """IAF: affine autoregressive layers, sampling in one pass; orders reversed between layers.
-
-    ``permutation``: ``"reverse"`` (default; the first layer in the natural order),
-    ``"reverse_last_natural"`` (the last layer in the natural order: the model's site order,
-    parents first, which holds the tails best on the banana), ``"random"`` or ``"none"``."""
-    return _autoregressive(dim, invert=False, **kwargs)  # type: ignore[arg-type]
-
-
-def maf_flow(dim: int, **kwargs: object) -> FlowStack:
-    """MAF: inverted IAF layers, density in one pass, sampling in ``D`` passes per layer."""
-    return _autoregressive(dim, invert=True, **kwargs)  # type: ignore[arg-type]
-
-
-def realnvp_flow(
-    dim: int,
-    *,
-    context_dim: int | None,
-    num_layers: int,
-    hidden_dims: Sequence[int],
-    mask: str = "halves",
-    scale: str = "exp",
-    max_log_scale: float | None = 2.0,
-    actnorm: bool = False,
-    linear: str | None = None,
-    activation: Callable[[], nn.Module] = nn.ELU,
-    seed: int = 0,
-) -> FlowStack:
-    """RealNVP: affine coupling layers with alternating masks.
-
-    ``mask="halves"`` (default) alternates passing the first and the second half through (free
-    views, no gathers); ``"alternate"`` alternates even and odd features; ``"random"`` draws a
-    random half per layer (seeded).
-    """
-    gen = torch.Generator().manual_seed(seed)
-    if mask == "halves":
-        masks = [half_mask(dim, k) for k in range(num_layers)]
-    elif mask == "alternate":
-        masks = [alternating_mask(dim, k) for k in range(num_layers)]
-    elif mask == "random":
-        masks = [random_mask(dim, gen) for _ in range(num_layers)]
-    else:
-        raise ValueError(
-            f"realnvp: unknown mask {mask!r}: use 'halves', 'alternate' or 'random'")
-    layers: list[FlowTransform] = [
-        AffineCoupling(dim, m, hidden_dims, context_dim, scale, max_log_scale, activation)
-        for m in masks
-    ]
-    return FlowStack(_with_extras(layers, dim, actnorm, linear), context_dim)
-
-
-def _sylvester_builder(variant: str) -> ArchBuilder:
-    def build(
-        dim: int,
-        *,
-        context_dim: int | None,
-        num_layers: int,
-        hidden_dims: Sequence[int],
-        **options: object,
-    ) -> FlowStack:
-        layers = [
-            Sylvester(dim, variant=variant, context_dim=context_dim, hidden_dims=hidden_dims,
-                      layer_index=k, **options)
-            for k in range(num_layers)
-        ]
-        return FlowStack(layers, context_dim)
-
-    build.__doc__ = f"Sylvester normalizing flow, {variant} variant (van den Berg et al. 2018)."
-    return build
-
-
-def _pyro_builder(plain: type, conditional: type) -> ArchBuilder:
-    def build(
-        dim: int,
-        *,
-        context_dim: int | None,
-        num_layers: int,
-        hidden_dims: Sequence[int],
-    ) -> FlowStack:
-        layers: list[FlowTransform] = []
-        for _ in range(num_layers):
-            if context_dim is None:
-                layers.append(PyroLayer(plain(dim), dim))
-            else:
-                sizes = [1, dim, dim] if plain is Planar else [dim, 1, 1]
-                hyper = DenseNN(context_dim, list(hidden_dims), param_dims=sizes)
-                layers.append(PyroLayer(conditional(hyper), dim, context_dim))
-        return FlowStack(layers, context_dim)
-
-    build.__doc__ = f"Pyro's {plain.__name__} flow (no analytic inverse)."
-    return build
-
-
-def gaussian_flow(dim: int, *, context_dim: int | None, num_layers: int,
-                  hidden_dims: Sequence[int]) -> FlowStack:
-    """No flow layers: the guide is its affine (Gaussian) base alone."""
-    if num_layers:
-        raise ValueError(f"gaussian: the arch has no layers, got num_layers={num_layers}")
-    return FlowStack([], context_dim, dim=dim)
-
-
 _AUTOREGRESSIVE = dict(num_layers=2, hidden=widths(64, 2, 2), options={"activation": nn.ReLU},
                        stl=True, stl_max_dim=64, autoregressive=True,
-                       option_sources=(_autoregressive,))
+                       option_sources=(_autoregressive, affine_options))
 register_arch("iaf", iaf_flow, ArchSpec(
     **_AUTOREGRESSIVE, summary="inverse autoregressive (MADE) affine layers: one-pass sampling"))
 register_arch("maf", maf_flow, ArchSpec(
     **_AUTOREGRESSIVE, summary="masked autoregressive affine layers: one-pass density"))
 register_arch("realnvp", realnvp_flow, ArchSpec(
     num_layers=5, hidden=widths(32, 2, 1), options={"activation": nn.SiLU},
+    option_sources=(realnvp_flow, affine_options),
     summary="affine coupling layers: one-pass sampling and density"))
 _SYLVESTER = dict(has_inverse=False, option_sources=(Sylvester.__init__,))
 for _name, _variant in [("sylvester", "householder"), ("sylvester-orthogonal", "orthogonal"),
                         ("sylvester-householder", "householder"),
                         ("sylvester-triangular", "triangular")]:
-    register_arch(_name, _sylvester_builder(_variant), ArchSpec(
+    register_arch(_name, sylvester_builder(_variant), ArchSpec(
         **_SYLVESTER, summary=f"Sylvester flow, {_variant} Q (no analytic inverse)"))
-register_arch("planar", _pyro_builder(Planar, ConditionalPlanar), ArchSpec(
+register_arch("planar", pyro_builder(Planar, ConditionalPlanar), ArchSpec(
     has_inverse=False, summary="Pyro's planar flow (no analytic inverse)"))
-register_arch("radial", _pyro_builder(Radial, ConditionalRadial), ArchSpec(
+register_arch("radial", pyro_builder(Radial, ConditionalRadial), ArchSpec(
     has_inverse=False, summary="Pyro's radial flow (no analytic inverse)"))
 register_arch("flowified", flowified_flow, ArchSpec(
     option_sources=(flowified_flow, flowified_block),

@@ -206,6 +206,16 @@ def _chunks(plate: SubsampledPlate) -> list[tuple[Tensor, Tensor]]:
     return out
 
 
+def _batch_log_weights(
+    model: Callable, guide: Callable, plates: list[SubsampledPlate], n: int, dim: int,
+    args: tuple, kwargs: dict, values: dict[str, list[Tensor]],
+) -> Tensor:
+    if plates:
+        return _full_data_log_weights(model, guide, plates[0], n, dim, args, kwargs, values)
+    model_trace, guide_trace = importance_traces(model, guide, n, dim, args, kwargs)
+    return particle_log_weights(model_trace, guide_trace, dim, n, values=values)
+
+
 def _full_data_log_weights(
     model: Callable, guide: Callable, plate: SubsampledPlate, n: int, dim: int, args: tuple,
     kwargs: dict, values: dict[str, list[Tensor]],
@@ -247,7 +257,8 @@ def importance_log_weights(
     Unobserved model sites absent from the guide are drawn from their prior, which cancels.
 
     The particles live in a ``pyro.plate("_num_particles", B, dim=-(max_plate_nesting + 1))``
-    around guide and model, ``B = batch_size`` at a time.
+    around guide and model, ``B = batch_size`` at a time; a model that fails with ``B > 1``
+    draws (it does not broadcast over a leading batch dim) is run one draw at a time.
 
     A model that subsamples (``pyro.plate(name, N, subsample_size=M)``) is scored on the full
     data by default: the guide is drawn once per batch and the model is run on ``ceil(N / M)``
@@ -292,14 +303,21 @@ def importance_log_weights(
             "full_data=False for minibatch weights.")
     log_ws: list[Tensor] = []
     values: dict[str, list[Tensor]] = {}
-    for start in range(0, num_samples, batch_size):
+    start = 0
+    while start < num_samples:
         n = min(batch_size, num_samples - start)
-        if plates:
-            log_w = _full_data_log_weights(model, guide, plates[0], n, dim, args, kwargs, values)
-        else:
-            model_trace, guide_trace = importance_traces(model, guide, n, dim, args, kwargs)
-            log_w = particle_log_weights(model_trace, guide_trace, dim, n, values=values)
+        try:
+            log_w = _batch_log_weights(model, guide, plates, n, dim, args, kwargs, values)
+        except (RuntimeError, ValueError, IndexError) as err:
+            if n == 1 or start > 0:
+                raise
+            try:  # a model that only runs one draw at a time
+                log_w = _batch_log_weights(model, guide, plates, 1, dim, args, kwargs, values)
+            except (RuntimeError, ValueError, IndexError):
+                raise err from None
+            batch_size = n = 1
         log_ws.append(log_w)
+        start += n
     samples = {name: torch.cat(parts) for name, parts in values.items()}
     return torch.cat(log_ws).detach(), samples
 

@@ -5,9 +5,12 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import math
+import os
 import time
 import warnings
 from collections.abc import Callable
+from functools import partial
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -23,7 +26,8 @@ from pyro_flowvi.autoguide.training import fit_svi
 from pyro_flowvi.diagnostics import DiagnosticReport
 from pyro_flowvi.importance import importance_log_weights
 
-__all__ = ["KHAT_WARNING", "FitResult", "Recipe", "RecipeSchedule", "fit"]
+__all__ = ["KHAT_WARNING", "CheckpointMismatchError", "FitResult", "Recipe", "RecipeSchedule",
+           "fit"]
 
 KHAT_WARNING = 0.7
 """``fit`` warns when the fitted guide's PSIS k-hat exceeds this (Yao et al. 2018)."""
@@ -172,6 +176,55 @@ class FitResult:
         return {name: value[index.to(value.device)] for name, value in samples.items()}
 
 
+class CheckpointMismatchError(ValueError):
+    """A checkpoint was written by a fit of another configuration."""
+
+
+_SCHEDULE_STATE = ("decay_start", "decay_steps", "converged")
+
+
+def _save_every(path: Path, every: int, settings: dict[str, Any], guide: AutoFlowGuide,
+                optim: PyroLRScheduler, schedule: RecipeSchedule, losses: list[float]) -> None:
+    if len(losses) % every:
+        return
+    state = {
+        "settings": settings, "losses": list(losses), "rng": pyro.util.get_rng_state(),
+        "params": pyro.get_param_store().get_state(), "optim": optim.get_state(),
+        "buffers": {k: v.detach().clone() for k, v in guide.named_buffers()},
+        "schedule": {k: getattr(schedule, k) for k in _SCHEDULE_STATE},
+    }
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)  # atomic: a kill leaves the old checkpoint or the new one
+
+
+def _resume(path: Path, settings: dict[str, Any], guide: AutoFlowGuide, optim: PyroLRScheduler,
+            schedule: RecipeSchedule) -> list[float]:
+    """Load ``path`` (if it exists) into the set-up guide, the optimiser, the schedule and the
+    random state; return the losses so far."""
+    if not path.exists():
+        return []
+    state = torch.load(path, weights_only=False)
+    differ = {k: (state["settings"].get(k), v) for k, v in settings.items()
+              if state["settings"].get(k) != v}
+    if differ:
+        raise CheckpointMismatchError(
+            f"fit: the checkpoint {str(path)!r} was written by another configuration; settings "
+            "that differ (checkpoint vs now): " + "; ".join(
+                f"{k}: {a!r} vs {b!r}" for k, (a, b) in differ.items())
+            + ". Use another checkpoint path, or delete this one to start afresh.")
+    with torch.no_grad():
+        buffers = dict(guide.named_buffers())
+        for name, value in state["buffers"].items():
+            buffers[name].copy_(value)
+    pyro.get_param_store().set_state(state["params"])
+    optim.set_state(state["optim"])
+    for key, value in state["schedule"].items():
+        setattr(schedule, key, value)
+    pyro.util.set_rng_state(state["rng"])
+    return list(state["losses"])
+
+
 def _make_loss(model: Callable, guide: AutoFlowGuide, recipe: Recipe, args: tuple,
                kwargs: dict) -> Any:
     """The recipe's objective, vectorised over particles where the model allows it."""
@@ -200,7 +253,8 @@ def _make_loss(model: Callable, guide: AutoFlowGuide, recipe: Recipe, args: tupl
 def fit(
     model: Callable, *args: Any, arch: str = "iaf", guide_options: dict[str, Any] | None = None,
     recipe: Recipe | None = None, seed: int | None = None, progress: bool = True,
-    num_diagnostic_samples: int = 4000, **kwargs: Any,
+    num_diagnostic_samples: int = 4000, checkpoint: str | Path | None = None,
+    checkpoint_every: int = 200, **kwargs: Any,
 ) -> FitResult:
     """Fit a normalizing-flow guide to ``model(*args, **kwargs)`` with the measured recipe.
 
@@ -225,6 +279,11 @@ def fit(
             max_seconds=60)``.
         seed: seeds Pyro's, torch's and numpy's generators first when given.
         progress: show a progress bar.
+        checkpoint: a file to save the training state to every ``checkpoint_every`` steps
+            (written to a temporary file, then renamed: a kill never leaves it half-written).
+            If it exists when ``fit`` starts, training resumes from it and ends with the
+            parameters the uninterrupted run would have had; a checkpoint of another
+            configuration is refused, naming the settings that differ.
 
     Example:
         >>> import pyro.distributions as dist
@@ -251,14 +310,28 @@ def fit(
     schedule = RecipeSchedule(recipe)
     optim = PyroLRScheduler(torch.optim.lr_scheduler.LambdaLR, {
         "optimizer": torch.optim.Adam, "optim_args": {"lr": recipe.lr},
-        "lr_lambda": schedule.factor}, clip_args={"clip_norm": recipe.clip_norm})
+        "lr_lambda": lambda step: schedule.factor(step)}, clip_args={"clip_norm": recipe.clip_norm})
     svi = SVI(model, guide, optim, _make_loss(model, guide, recipe, args, kwargs))
-    losses = fit_svi(svi, *args, num_steps=recipe.max_steps, progress=progress,
-                     scheduler=optim, stop=schedule, check_every=1,
-                     max_seconds=recipe.max_seconds, **kwargs)
+    settings = {"arch": arch, "guide_options": repr(sorted(options.items())),
+                "recipe": repr(recipe), "latent_dim": guide.latent_dim, "seed": seed}
+    history: list[float] = []
+    on_step = None
+    if checkpoint is not None:
+        history = _resume(Path(checkpoint), settings, guide, optim, schedule)
+        on_step = partial(_save_every, Path(checkpoint), checkpoint_every, settings, guide,
+                          optim, schedule)
+    done = len(history)
+    stopped = done > 0 and schedule(history)
+    losses = history if stopped else fit_svi(
+        svi, *args, num_steps=recipe.max_steps - done, progress=progress, scheduler=optim,
+        stop=schedule, check_every=1, max_seconds=recipe.max_seconds, history=history,
+        on_step=on_step, **kwargs)
     seconds = time.perf_counter() - start
     report = guide.diagnose(*args, num_samples=num_diagnostic_samples, **kwargs)
-    if report.psis_khat > KHAT_WARNING:
+    if math.isinf(report.psis_khat) and report.psis_khat > 0:
+        warnings.warn(f"fit: PSIS k-hat could not be estimated from {report.num_samples} draws; "
+                      "raise num_diagnostic_samples (4000 is the default)", stacklevel=2)
+    elif report.psis_khat > KHAT_WARNING:
         warnings.warn(
             f"fit: PSIS k-hat {report.psis_khat:.2f} > {KHAT_WARNING}: the guide misses "
             "posterior mass in the tails and its expectations may be off. Try "

@@ -122,6 +122,9 @@ class AutoFlowGuide(AutoContinuous):
         warm_start_steps: L-BFGS iterations of the MAP search.
         stl: use the sticking-the-landing (path-derivative) gradient; needs an invertible arch
             (default ``spec.uses_stl(D)``: iaf/maf up to ``D = 64``).
+        base_df: ``None`` for the Gaussian base, or the degrees of freedom of a Student-t base
+            (unit variance): tails heavier than the flow's affine and Lipschitz layers can make
+            from a Gaussian.
         name: the param-store prefix (default ``"AutoFlowGuide"``); give distinct names to use
             several guides at once.
         flow_options: further :func:`~pyro_flowvi.build_flow` options (``scale``,
@@ -160,6 +163,7 @@ class AutoFlowGuide(AutoContinuous):
         warm_start: str | None = "auto",
         warm_start_steps: int = 200,
         stl: bool | None = None,
+        base_df: float | None = None,
         name: str | None = None,
         **flow_options: Any,
     ) -> None:
@@ -180,6 +184,10 @@ class AutoFlowGuide(AutoContinuous):
         self.warm_start = warm_start
         self.warm_start_steps = warm_start_steps
         self.stl = stl
+        if base_df is not None and not (isinstance(base_df, int | float) and base_df > 2):
+            raise ValueError(f"AutoFlowGuide: base_df must be a number > 2 (a finite variance) or "
+                             f"None for a Gaussian base, got {base_df!r}")
+        self.base_df = None if base_df is None else float(base_df)
         self.flow_options = flow_options
         super().__init__(model, init_loc_fn=init_loc_fn)
         if name is not None:
@@ -198,6 +206,14 @@ class AutoFlowGuide(AutoContinuous):
                     "nothing to infer; fit its parameters with an empty guide instead."
                 ) from None
             raise
+        for name, site in self.prototype_trace.iter_stochastic_nodes():
+            for f in site["cond_indep_stack"]:  # one packed vector cannot follow a minibatch
+                if f.vectorized and f.full_size not in (None, f.size):
+                    raise ValueError(
+                        f"AutoFlowGuide: latent site {name!r} lies inside the subsampled plate "
+                        f"{f.name!r} ({f.size} of {f.full_size}); a global guide cannot follow "
+                        "the minibatch. Guide local latents with AmortizedFlowGuide (or AutoNormal "
+                        "with create_plates) in an AutoGuideList, AutoFlowGuide the global ones.")
         dim = self.latent_dim
         if self.base == "auto":
             self.base = "full" if dim <= AUTO_FULL_BASE_MAX_DIM else "diagonal"
@@ -328,12 +344,19 @@ class AutoFlowGuide(AutoContinuous):
 
     # -- the posterior ---------------------------------------------------------------------------
     def get_base_dist(self) -> dist.TorchDistribution:
-        """``N(0, I_D)`` on the guide's device and dtype (built once, then reused)."""
-        key = (self.latent_dim, self.scale0.device, self.scale0.dtype)
+        """``N(0, I_D)``, or with ``base_df`` independent Student-t(``base_df``) coordinates of
+        unit variance, on the guide's device and dtype (built once, then reused)."""
+        key = (self.latent_dim, self.scale0.device, self.scale0.dtype, self.base_df)
         cached = self.__dict__.get("_base_dist_cache")
         if cached is None or cached[0] != key:
             zeros = self.scale0.new_zeros(self.latent_dim)
-            cached = (key, dist.Normal(zeros, torch.ones_like(zeros)).to_event(1))
+            if self.base_df is None:
+                base = dist.Normal(zeros, torch.ones_like(zeros))
+            else:  # scale sqrt((df - 2) / df): unit variance, so the Laplace scale still fits
+                df = self.base_df
+                base = dist.StudentT(torch.full_like(zeros, df), zeros,
+                                     torch.full_like(zeros, math.sqrt((df - 2) / df)))
+            cached = (key, base.to_event(1))
             self.__dict__["_base_dist_cache"] = cached
         return cached[1]
 

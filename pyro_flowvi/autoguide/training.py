@@ -157,6 +157,7 @@ def fit_svi(
     svi: SVI, *args: Any, num_steps: int = 1000, progress: bool = True,
     scheduler: Any = None, stop: Callable[[list[float]], bool] | None = None,
     check_every: int = 100, max_seconds: float | None = None, check_data: bool = True,
+    history: list[float] | None = None, on_step: Callable[[list[float]], None] | None = None,
     **kwargs: Any,
 ) -> list[float]:
     """Run up to ``num_steps`` SVI steps and return the losses.
@@ -170,7 +171,9 @@ def fit_svi(
     parameter, :class:`NonFiniteLossError` names the cause (:func:`find_nonfinite`) and the
     param store is put back to the parameters of the last step whose loss was finite (one
     parameter copy per step keeps them).  Before the first step, ``check_data`` runs
-    :func:`check_observations` on the model.
+    :func:`check_observations` on the model.  ``history`` continues an earlier run's losses
+    (a resumed fit: ``stop`` sees all of them; ``num_steps`` counts the new steps only), and
+    ``on_step(losses)`` runs after every completed step (e.g. to write a checkpoint).
 
     Example:
         >>> import pyro.distributions as dist
@@ -189,7 +192,7 @@ def fit_svi(
         raise ValueError(f"fit_svi: num_steps must be a non-negative integer, got {num_steps!r}")
     if check_data:
         check_observations(svi.model, *args, **kwargs)
-    losses: list[float] = []
+    losses: list[float] = list(history or [])
     start = time.perf_counter()
     last_good: dict[str, torch.Tensor] = {}
     good_step = -1
@@ -211,9 +214,11 @@ def fit_svi(
         losses.append(loss)
         if scheduler is not None:
             scheduler.step()
+        if on_step is not None:
+            on_step(losses)
         if progress and step % 50 == 0:
             bar.set_postfix(loss=f"{loss:.4g}")
-        if (step + 1) % check_every == 0:
+        if len(losses) % check_every == 0:
             if stop is not None and stop(losses):
                 break
             if max_seconds is not None and time.perf_counter() - start > max_seconds:

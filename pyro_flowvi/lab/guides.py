@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Callable
 from typing import Any
 
+import pyro.distributions.transforms as T
+import torch
 from pyro.infer.autoguide import (
     AutoGuide,
     AutoIAFNormal,
     AutoMultivariateNormal,
     AutoNormal,
+    AutoNormalizingFlow,
 )
 
 from pyro_flowvi import AutoFlowGuide, available_archs
@@ -19,14 +23,41 @@ from pyro_flowvi.initialization import (
     init_to_median_or_feasible,
 )
 
-__all__ = ["MODIFIERS", "STOCK_GUIDES", "STOCK_INITS", "GuideSpec", "build_guide", "parse_spec"]
+__all__ = ["MODIFIERS", "STOCK_GUIDES", "STOCK_INITS", "GuideSpec", "build_guide", "parse_spec",
+           "stock_coupling"]
+
+
+
+def stock_coupling(model: Callable, init_loc_fn: Callable | None = None, num_layers: int = 4,
+                   hidden: int = 64) -> AutoGuide:
+    """``AutoNormalizingFlow`` of Pyro affine couplings (``num_layers``, two hidden layers of
+    ``hidden``), reversing the coordinates in between: Pyro's own coupling flow guide."""
+
+    def init(dim: int) -> T.ComposeTransformModule:
+        parts: list[torch.distributions.Transform] = []
+        for k in range(num_layers):
+            if k:
+                parts.append(T.Permute(torch.arange(dim - 1, -1, -1)))
+            parts.append(T.affine_coupling(dim, hidden_dims=[hidden, hidden]))
+        return T.ComposeTransformModule(parts)
+
+    guide = AutoNormalizingFlow(model, init)
+    if init_loc_fn is not None:
+        guide.init_loc_fn = init_loc_fn
+    return guide
+
 
 STOCK_GUIDES: dict[str, Callable[..., AutoGuide]] = {
     "normal": AutoNormal,
     "mvn": AutoMultivariateNormal,
     "iafnormal": AutoIAFNormal,
+    "autoiafnormal-default": AutoIAFNormal,
+    "autoiafnormal-2x32": functools.partial(AutoIAFNormal, hidden_dim=[32, 32], num_transforms=2),
+    "autonormalizingflow-coupling": stock_coupling,
 }
-"""Stock Pyro guides with Pyro's own defaults, as a user writes them (``AutoNormal(model)``).
+"""Stock Pyro guides with Pyro's own defaults, as a user writes them (``AutoNormal(model)``),
+and the banana benchmark's variants (spelled ``AutoIAFNormal-default``, ``AutoIAFNormal-2x32``,
+``AutoNormalizingFlow-coupling``).
 Their default initialisations (``init_to_feasible``, ``init_to_median``) sample the prior, which
 a flat prior (``ImproperUniform``) cannot do: there :func:`build_guide` gives them the twin that
 does not sample (:data:`STOCK_INITS`)."""
@@ -34,6 +65,9 @@ STOCK_INITS: dict[str, Callable] = {
     "normal": init_to_feasible_point,
     "mvn": init_to_median_or_feasible,
     "iafnormal": init_to_median_or_feasible,
+    "autoiafnormal-default": init_to_median_or_feasible,
+    "autoiafnormal-2x32": init_to_median_or_feasible,
+    "autonormalizingflow-coupling": init_to_feasible_point,
 }
 _ALIASES = {"autonormal": "normal", "automultivariatenormal": "mvn", "autoiafnormal": "iafnormal"}
 
@@ -87,9 +121,11 @@ def parse_spec(spec: str) -> GuideSpec:
         elif mod in MODIFIERS:
             name, value = MODIFIERS[mod]
             options[name] = value
+        elif mod[:1] == "t" and mod[1:].replace(".", "", 1).isdigit():
+            options["base_df"] = float(mod[1:])  # +t10: a Student-t(10) base
         else:
             raise ValueError(f"unknown modifier {mod!r} in guide {spec!r}; use "
-                             f"{', '.join([*MODIFIERS, COVERING])}")
+                             f"{', '.join([*MODIFIERS, COVERING])} or tDF (a Student-t base)")
     if key in STOCK_GUIDES and (options or objective != "elbo"):
         raise ValueError(f"guide {spec!r}: modifiers (+{'+'.join(mods)}) apply to flow guides "
                          "(AutoFlowGuide archs) only, not to the stock guide")

@@ -52,6 +52,10 @@ class MaskedLinear(nn.Linear):
         super().reset_parameters()
 
     def forward(self, x: Tensor) -> Tensor:
+        if 0 in (self.in_features, self.out_features) and self.bias is not None:
+            # W x = 0 (an empty side of a D = 1 coupling): F.linear's JIT backward cannot
+            # reshape a 0-wide tensor
+            return self.bias.expand(*x.shape[:-1], self.out_features)
         weight = self.weight if self.mask is None else self.weight * self.mask
         return F.linear(x, weight, self.bias)
 

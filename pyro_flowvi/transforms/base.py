@@ -187,6 +187,13 @@ class FlowTransform(_OnePassCache, TransformModule):
         check_context(name, y, context, self.context_dim)
         return self._inverse_and_ladj(y, context)
 
+    @property
+    def sign(self) -> int:
+        # torch's Transform.sign raises NotImplementedError, which escapes ``hasattr`` and so
+        # broke torch.jit.trace_module of any module holding a flow (it probes every attribute).
+        # A layer's determinant sign is not tracked: report it as a missing attribute instead.
+        raise AttributeError(f"{type(self).__name__} does not define a determinant sign")
+
     def _bound_forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
         return self.call_and_ladj(x, None)
 

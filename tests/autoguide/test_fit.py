@@ -210,3 +210,78 @@ def test_fit_falls_back_to_one_particle_for_a_model_that_does_not_vectorise():
         result = fit(scalar_only, torch.tensor(0.5), progress=False, num_diagnostic_samples=50,
                      recipe=Recipe(max_steps=100, window=20, min_steps=40, min_decay_steps=20))
     assert result.num_steps <= 100 and math.isfinite(result.report.elbo)
+
+
+# --- interruption and resume ----------------------------------------------------------------------
+def _regression(x, y):
+    w = pyro.sample("w", dist.Normal(0.0, 10.0).expand([2]).to_event(1))
+    s = pyro.sample("s", dist.HalfNormal(2.0))
+    with pyro.plate("data", len(y)):
+        pyro.sample("y", dist.Normal(w[..., 0] + w[..., 1] * x, s), obs=y)
+
+
+def test_an_interrupted_fit_resumes_to_the_uninterrupted_parameters(tmp_path, monkeypatch, float64):
+    from pyro.infer import SVI
+
+    gen = torch.Generator().manual_seed(1)
+    x = torch.randn(30, generator=gen)
+    y = 1.0 + 2.0 * x + 0.5 * torch.randn(30, generator=gen)
+    recipe = Recipe(max_steps=300, window=50, min_steps=100, min_decay_steps=60)
+    opts = {"num_layers": 1, "hidden_dims": [8]}
+
+    def final_params(result):
+        return {k: v.detach().clone() for k, v in result.guide.named_parameters()}
+
+    pyro.clear_param_store()
+    full = fit(_regression, x, y, guide_options={**opts, "name": "g"}, recipe=recipe, seed=3,
+               progress=False, num_diagnostic_samples=400)
+    expected = final_params(full)
+
+    pyro.clear_param_store()
+    calls = {"n": 0}
+    real_step = SVI.step
+
+    def dying_step(self, *args, **kwargs):  # the process "dies" during step 137
+        calls["n"] += 1
+        if calls["n"] == 137:
+            raise KeyboardInterrupt
+        return real_step(self, *args, **kwargs)
+
+    monkeypatch.setattr(SVI, "step", dying_step)
+    path = tmp_path / "fit.pt"
+    with pytest.raises(KeyboardInterrupt):
+        fit(_regression, x, y, guide_options={**opts, "name": "g"}, recipe=recipe, seed=3,
+            progress=False, checkpoint=path, checkpoint_every=40)
+    saved = torch.load(path, weights_only=False)
+    assert len(saved["losses"]) == 120  # the last multiple of 40 before the kill
+    assert not (tmp_path / "fit.pt.tmp").exists()
+    monkeypatch.setattr(SVI, "step", real_step)
+
+    pyro.clear_param_store()  # a new process: nothing in memory
+    resumed = fit(_regression, x, y, guide_options={**opts, "name": "g"}, recipe=recipe, seed=3,
+                  progress=False, num_diagnostic_samples=400, checkpoint=path, checkpoint_every=40)
+    assert resumed.losses == full.losses
+    for name, value in final_params(resumed).items():
+        assert torch.equal(value, expected[name]), name
+
+    with pytest.raises(ValueError, match=r"another configuration; settings that differ .*arch: "
+                       r"'iaf' vs 'realnvp'"):
+        fit(_regression, x, y, arch="realnvp", guide_options={**opts, "name": "h"},
+            recipe=recipe, seed=3, progress=False, checkpoint=path)
+
+
+def test_student_t_base_is_the_scaled_t_density_with_unit_variance(float64):
+    def model():
+        pyro.sample("x", dist.Normal(torch.zeros(3), 1.0).to_event(1))
+
+    guide = AutoFlowGuide(model, arch="gaussian", base_df=5, warm_start=None, init_scale=2.0,
+                          init_loc_fn=lambda site: torch.tensor([1.0, -1.0, 0.5]))
+    guide()
+    q = guide.get_posterior()
+    z = q.sample((20000,))
+    scale = 2.0 * math.sqrt(3.0 / 5.0)
+    expected = dist.StudentT(5.0, torch.tensor([1.0, -1.0, 0.5]), scale).log_prob(z).sum(-1)
+    assert torch.allclose(q.log_prob(z), expected, atol=1e-10)
+    assert torch.allclose(z.var(0), torch.full((3,), 4.0), rtol=0.15)  # variance init_scale^2
+    with pytest.raises(ValueError, match="base_df must be a number > 2"):
+        AutoFlowGuide(model, base_df=2)

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import math
 import sys
 import time
@@ -40,6 +39,7 @@ from pyro_flowvi import Recipe, fit
 from pyro_flowvi.autoguide import NonFiniteLossError, fit_svi
 from pyro_flowvi.diagnostics import elbo_estimate, psis_khat
 from pyro_flowvi.importance import importance_log_weights
+from pyro_flowvi.lab.common import write_metrics
 from pyro_flowvi.lab.guides import build_guide, parse_spec
 from pyro_flowvi.lab.posteriordb import Posterior, available_posteriors, load_posterior
 
@@ -161,8 +161,8 @@ def run_posteriordb(config: PosteriordbConfig | None = None) -> dict[str, Any]:
                         draws[spec] = row["_draws"]
                     row.pop("_draws", None)
                     rows.append(row)
-                    _write_json(out / "results.json", {"config": dataclasses.asdict(cfg),
-                                                       "rows": rows})
+                    write_metrics(out / "results.json", {"config": dataclasses.asdict(cfg),
+                                                         "rows": rows})
             if draws:
                 _plot(post, draws, out / f"{post.name}.png")
     finally:
@@ -170,23 +170,6 @@ def run_posteriordb(config: PosteriordbConfig | None = None) -> dict[str, Any]:
     table = format_table(rows)
     (out / "table.md").write_text(table + "\n")
     return {"rows": rows, "table": table, "out": str(out)}
-
-
-def _write_json(path: Path, payload: dict[str, Any]) -> None:
-    """Strict JSON (non-finite floats as null), written atomically."""
-
-    def clean(v: Any) -> Any:
-        if isinstance(v, float):
-            return v if math.isfinite(v) else None
-        if isinstance(v, dict):
-            return {k: clean(x) for k, x in v.items()}
-        if isinstance(v, list | tuple):
-            return [clean(x) for x in v]
-        return v
-
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(clean(payload), indent=1, allow_nan=False) + "\n")
-    tmp.replace(path)
 
 
 def format_table(rows: list[dict[str, Any]]) -> str:

@@ -8,8 +8,8 @@ import torch.nn.functional as F
 
 from pyro_flowvi.testing import randomize_parameters
 from pyro_flowvi.transforms.flowify import FlowifiedConv2d, FlowifiedPad, FlowifiedTile
-from pyro_flowvi.transforms.flowify.conv import conv_padding
-from pyro_flowvi.transforms.flowify.layer import standard_normal_log_prob
+from pyro_flowvi.transforms.flowify.density.conv import conv_padding
+from pyro_flowvi.transforms.flowify.density.layer import standard_normal_log_prob
 
 
 @pytest.mark.parametrize("c_out", [3, 8])  # decreasing kernel (8 -> 3) and square (8 -> 8)
