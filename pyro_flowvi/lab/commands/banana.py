@@ -10,8 +10,8 @@ from pyro_flowvi.lab import common
 from pyro_flowvi.lab.commands import lazy_run
 from pyro_flowvi.lab.common import option
 
-__all__ = ["COVERING_SUFFIX", "DEFAULT_GUIDES", "FLOW_GUIDES", "HELP", "BananaConfig",
-           "add_arguments", "config_from_args", "run"]
+__all__ = ["COVERING_SUFFIX", "DEFAULT_GUIDES", "FLOW_GUIDES", "HELP", "MEASURED_GUIDE_OPTIONS",
+           "BananaConfig", "add_arguments", "config_from_args", "run"]
 
 HELP = "fit stock and flow guides to a banana (log Z = 0); report KL, k-hat and entropy checks"
 
@@ -23,6 +23,14 @@ COVERING_SUFFIX = "+fkl"
 mass-covering objective, side by side (the ``+fkl`` of :func:`pyro_flowvi.lab.guides.parse_spec`)."""
 DEFAULT_GUIDES = ("AutoNormal", "AutoMultivariateNormal", "AutoIAFNormal", *FLOW_GUIDES,
                   "iaf" + COVERING_SUFFIX)
+
+
+MEASURED_GUIDE_OPTIONS: dict[str, object] = {"base": "diagonal", "warm_start": None,
+                                              "init_scale": 1.0}
+"""The AutoFlowGuide start every banana figure in BENCHMARKS.md was measured with (the guide's
+defaults before the real-posterior round: no warm start, a diagonal base of scale 1).  The flow
+guides get it under ``guide_options``; pass ``--guide-option base=auto --guide-option
+warm_start=auto --guide-option init_scale=null`` for today's defaults."""
 
 
 @dataclasses.dataclass

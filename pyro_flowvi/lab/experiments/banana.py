@@ -51,6 +51,7 @@ from pyro_flowvi.lab.commands.banana import (
     DEFAULT_GUIDES,
     FLOW_GUIDES,
     HELP,
+    MEASURED_GUIDE_OPTIONS,
     BananaConfig,
     add_arguments,
     config_from_args,
@@ -186,8 +187,8 @@ def fit_guide(name: str, cfg: BananaConfig, seed: int, *,
     pyro.clear_param_store()
     pyro.set_rng_seed(seed)
     model = banana_model(cfg.a, cfg.b, cfg.sigma)
-    guide = make_guide(name, model, **(cfg.guide_options if guide_options is None
-                                       else guide_options))
+    options = cfg.guide_options if guide_options is None else guide_options
+    guide = make_guide(name, model, **{**MEASURED_GUIDE_OPTIONS, **options})
     if parse_spec(name).objective == "mass_covering":
         elbo = MassCoveringELBO(num_particles=cfg.num_particles,
                                 forward_particles=cfg.forward_particles,
