@@ -26,11 +26,15 @@ from pyro_flowvi.autoguide.training import fit_svi
 from pyro_flowvi.diagnostics import DiagnosticReport
 from pyro_flowvi.importance import importance_log_weights
 
-__all__ = ["KHAT_WARNING", "CheckpointMismatchError", "FitResult", "Recipe", "RecipeSchedule",
-           "fit"]
+__all__ = ["FIT_BASE_DF", "KHAT_WARNING", "CheckpointMismatchError", "FitResult", "Recipe",
+           "RecipeSchedule", "fit"]
 
 KHAT_WARNING = 0.7
 """``fit`` warns when the fitted guide's PSIS k-hat exceeds this (Yao et al. 2018)."""
+FIT_BASE_DF = 15.0
+"""``fit``'s guides sample a Student-t(15) base (unit variance) unless ``guide_options`` say
+otherwise: Gaussian-tailed guides leave PSIS k-hat above 0.7 on near-Gaussian and skewed real
+posteriors (the logit of a simplex, a regression's scale); see ``BENCHMARKS.md``."""
 _FIT_COUNT = itertools.count()
 
 
@@ -259,9 +263,10 @@ def fit(
     """Fit a normalizing-flow guide to ``model(*args, **kwargs)`` with the measured recipe.
 
     The guide is :class:`~pyro_flowvi.AutoFlowGuide` with its defaults (a Laplace warm start
-    where it succeeds and scores best, a full-rank affine base at small ``D``) and
-    ``guide_options``; it is trained by :class:`Recipe` (Adam with clipping, ``num_particles``
-    vectorised draws per step, the rate decayed once the loss plateaus, then stop), and
+    where it succeeds and scores best, a full-rank affine base at small ``D``), a Student-t
+    base (:data:`FIT_BASE_DF`) and ``guide_options``; it is trained by :class:`Recipe` (Adam
+    with clipping, ``num_particles`` vectorised draws per step, the rate decayed once the loss
+    plateaus, then stop), and
     diagnosed on ``num_diagnostic_samples`` importance samples.  A PSIS k-hat above
     :data:`KHAT_WARNING` gives a warning that names what to try.  Observations outside their
     likelihood's support are refused before training; a diverging fit stops with the cause
@@ -304,6 +309,7 @@ def fit(
     start = time.perf_counter()
     options = dict(guide_options or {})
     options.setdefault("name", f"fit{next(_FIT_COUNT)}")
+    options.setdefault("base_df", FIT_BASE_DF)
     guide = AutoFlowGuide(model, arch, **options)
     with torch.no_grad():
         guide(*args, **kwargs)  # set up: warm start, flow
