@@ -44,7 +44,8 @@ class MaskedLinear(nn.Linear):
         self.register_buffer("mask", None if mask is None else mask.clone())
 
     def reset_parameters(self) -> None:
-        if self.in_features == 0:  # only the bias acts (e.g. a coupling with nothing to condition on)
+        if 0 in (self.in_features, self.out_features):  # only the bias acts (e.g. a coupling
+            # with nothing to condition on); an empty weight needs no (and warns at) init
             nn.init.zeros_(self.weight)
             if self.bias is not None:
                 nn.init.uniform_(self.bias, -1.0, 1.0)
