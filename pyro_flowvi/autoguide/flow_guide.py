@@ -100,8 +100,8 @@ class AutoFlowGuide(AutoContinuous):
     ``warm_start="auto"`` (default) finds the MAP of the unconstrained density by L-BFGS with
     Newton polishing and takes the Laplace Gaussian there when its ELBO beats the
     ``init_loc_fn`` point's with scale ``init_scale`` (``None``: the best of 1, 0.1 and 0.01);
-    a density without a mode (a centred funnel) falls back to the latter, with a warning when a
-    warm start was asked for explicitly.  The flow then acts on whitened coordinates (``mu =
+    a density without a mode (a centred funnel) falls back to the latter, with a warning that
+    says why the MAP search failed.  The flow then acts on whitened coordinates (``mu =
     mu_0 + L_0 mu'``, ``L = L_0 L'``), so correlations near +-1 and scales 10^4 apart start out
     as ``N(0, I)`` for the conditioners and the optimiser.  ``warm_start_record`` says what was
     chosen and why.  The measurements behind these defaults are in ``BENCHMARKS.md``
