@@ -271,7 +271,7 @@ register_arch("iaf", iaf_flow, ArchSpec(
 register_arch("maf", maf_flow, ArchSpec(
     **_AUTOREGRESSIVE, summary="masked autoregressive affine layers: one-pass density"))
 register_arch("realnvp", realnvp_flow, ArchSpec(
-    num_layers=5, hidden=widths(32, 2, 1), options={"activation": nn.SiLU},
+    num_layers=5, hidden=widths(32, 2, 1), options={"activation": nn.SiLU}, stl=True,
     option_sources=(realnvp_flow, affine_options),
     summary="affine coupling layers: one-pass sampling and density"))
 _SYLVESTER = dict(has_inverse=False, option_sources=(Sylvester.__init__,))
@@ -288,4 +288,5 @@ register_arch("flowified", flowified_flow, ArchSpec(
     option_sources=(flowified_flow, flowified_block),
     summary="flowified linear + activation blocks (Mate et al. 2022)"))
 register_arch("gaussian", gaussian_flow, ArchSpec(
-    num_layers=0, summary="no flow: the full-rank (or diagonal) Gaussian base alone"))
+    num_layers=0, stl=True,
+    summary="no flow: the full-rank (or diagonal) Gaussian base alone"))

@@ -39,7 +39,7 @@ from pyro_flowvi import Recipe, fit
 from pyro_flowvi.autoguide import NonFiniteLossError, fit_svi
 from pyro_flowvi.diagnostics import elbo_estimate, psis_khat
 from pyro_flowvi.importance import importance_log_weights
-from pyro_flowvi.lab.common import write_metrics
+from pyro_flowvi.lab.common import key_value_option, write_metrics
 from pyro_flowvi.lab.guides import build_guide, parse_spec
 from pyro_flowvi.lab.posteriordb import Posterior, available_posteriors, load_posterior
 
@@ -66,6 +66,7 @@ class PosteriordbConfig:
     out: str = "outputs/posteriordb"
     progress: bool = True
     num_threads: int | None = 1
+    recipe_options: dict[str, Any] = dataclasses.field(default_factory=dict)
 
 
 def score_guide(post: Posterior, guide: Any, num_draws: int) -> dict[str, Any]:
@@ -116,7 +117,9 @@ def _fit_and_score(post: Posterior, spec: str, seed: int, cfg: PosteriordbConfig
     try:
         if cfg.recipe == "fit" and parsed.is_flow:
             result = fit(post.model, *post.args, arch=parsed.head, guide_options=parsed.options,
-                         recipe=Recipe(objective=parsed.objective), progress=cfg.progress,
+                         recipe=Recipe(**{"objective": parsed.objective,
+                                                 **cfg.recipe_options}),
+                         progress=cfg.progress,
                          num_diagnostic_samples=256, **post.kwargs)
             guide, losses = result.guide, result.losses
             row["warm_start"] = result.warm_start.get("warm_start")
@@ -257,6 +260,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
       help="user: SVI with ClippedAdam 1e-2 -> 1e-3, one particle, --steps steps; fit: "
       "pyro_flowvi.fit for flow guides (default %(default)s)")
     a("--steps", type=int, default=d.steps, help="steps of the user recipe (default %(default)s)")
+    a("--recipe-option", dest="recipe_options", action="append", type=key_value_option,
+      default=[], metavar="KEY=VALUE", help="a pyro_flowvi.Recipe field for --recipe fit "
+      "(e.g. min_steps=300); repeatable")
     a("--num-draws", type=int, default=d.num_draws,
       help="guide draws for the scores (default %(default)s)")
     a("--data-dir", default=None, help="posteriordb folder (default: $PYRO_FLOWVI_POSTERIORDB "
@@ -270,6 +276,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     """CLI entry: run and print the table."""
     names = {f.name for f in dataclasses.fields(PosteriordbConfig)}
-    cfg = PosteriordbConfig(**{k: v for k, v in vars(args).items() if k in names})
+    values = {k: v for k, v in vars(args).items() if k in names}
+    values["recipe_options"] = dict(values.get("recipe_options") or [])
+    cfg = PosteriordbConfig(**values)
     print(run_posteriordb(cfg)["table"])
     return 0
