@@ -28,7 +28,8 @@ DEFAULT_GUIDES = ("AutoNormal", "AutoMultivariateNormal", "AutoIAFNormal", *FLOW
 MEASURED_GUIDE_OPTIONS: dict[str, object] = {"base": "diagonal", "warm_start": None,
                                               "init_scale": 1.0}
 """The AutoFlowGuide start every banana figure in BENCHMARKS.md was measured with (the guide's
-defaults before the real-posterior round: no warm start, a diagonal base of scale 1).  The flow
+defaults before the real-posterior round: no warm start, a diagonal base of scale 1; realnvp
+also without STL).  The flow
 guides get it under ``guide_options``; pass ``--guide-option base=auto --guide-option
 warm_start=auto --guide-option init_scale=null`` for today's defaults."""
 
