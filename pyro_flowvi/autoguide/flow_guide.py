@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import copy
 import math
-import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -17,10 +16,11 @@ from pyro.distributions.transforms import AffineTransform, LowerCholeskyAffine
 from pyro.infer.autoguide import AutoContinuous
 from pyro.nn import PyroParam
 from torch import Tensor, nn
-from torch.distributions import Transform, biject_to
+from torch.distributions import Transform
 
 from pyro_flowvi.autoguide.laplace import choose_start
-from pyro_flowvi.diagnostics import DiagnosticReport, diagnose, to_inference_data
+from pyro_flowvi.autoguide.stl import PathDerivativePosterior
+from pyro_flowvi.autoguide.summaries import FlowGuideSummaries
 from pyro_flowvi.flows import arch_spec, build_flow, check_flow_options
 from pyro_flowvi.initialization import init_to_median_or_feasible
 from pyro_flowvi.nn.packing import PackedParameters
@@ -31,18 +31,6 @@ BASES = ("auto", "diagonal", "full")
 WARM_STARTS = (None, "auto", "map", "laplace")
 AUTO_FULL_BASE_MAX_DIM = 100
 """``base="auto"`` takes a full-rank (lower-triangular) learnable scale up to this latent size."""
-def _caller_stacklevel() -> int:
-    """``warnings.warn``'s stacklevel of the first frame outside torch, Pyro and this package
-    (the user's call that set the guide up)."""
-    import inspect
-    import os
-
-    skip = tuple(os.path.dirname(m.__file__) for m in (torch, pyro)) + (
-        os.path.dirname(os.path.dirname(__file__)),)
-    for level, frame in enumerate(inspect.stack(0)[1:], start=1):
-        if not frame.filename.startswith(skip):
-            return level
-    return 2
 
 
 def _solve_lower(matrix: Tensor, vector: Tensor) -> Tensor:
@@ -52,35 +40,7 @@ def _solve_lower(matrix: Tensor, vector: Tensor) -> Tensor:
     return torch.linalg.solve_triangular(matrix, vector[:, None], upper=False)[:, 0]
 
 
-class _PathDerivativePosterior(dist.TorchDistribution):
-    """``rsample`` from the live posterior, ``log_prob`` under a parameter-detached copy.
-
-    The sticking-the-landing estimator (Roeder et al. 2017): the ELBO's gradient keeps only the
-    path derivative :math:`\\nabla_z [\\log p(x, z) - \\log q_{\\bar\\phi}(z)]\\, \\partial z /
-    \\partial \\phi` and drops the score term :math:`\\mathbb E_q[\\nabla_\\phi \\log
-    q_\\phi(z)] = 0`, whose sample noise dominates near convergence.
-    """
-
-    arg_constraints: dict = {}
-    has_rsample = True
-    support = constraints.real_vector
-
-    def __init__(
-        self, live: dist.TransformedDistribution, frozen_log_prob: Callable[[Tensor], Tensor]
-    ) -> None:
-        # ``frozen_log_prob`` runs after ``rsample``: a flow with data-dependent initialisation
-        # (ActNorm) has then initialised the live parameters the frozen twin shares.
-        self.live, self.frozen_log_prob = live, frozen_log_prob
-        super().__init__(live.batch_shape, live.event_shape, validate_args=False)
-
-    def rsample(self, sample_shape: torch.Size = torch.Size()) -> Tensor:  # noqa: B008
-        return self.live.rsample(sample_shape)
-
-    def log_prob(self, value: Tensor) -> Tensor:
-        return self.frozen_log_prob(value)
-
-
-class AutoFlowGuide(AutoContinuous):
+class AutoFlowGuide(FlowGuideSummaries, AutoContinuous):
     """Normalizing-flow guide over all continuous latents, constrained ones via ``biject_to``.
 
     The latents are packed into one unconstrained vector :math:`z \\in \\mathbb R^D` and
@@ -219,14 +179,7 @@ class AutoFlowGuide(AutoContinuous):
             self.base = "full" if dim <= AUTO_FULL_BASE_MAX_DIM else "diagonal"
         start, self.warm_start_record = choose_start(
             self, self._init_loc().detach(), args, kwargs, warm_start=self.warm_start,
-            init_scale=self.init_scale, steps=self.warm_start_steps)
-        if self.warm_start_record["failure"] and self.warm_start is not None:
-            warnings.warn(
-                f"AutoFlowGuide: the {'MAP' if self.warm_start == 'map' else 'Laplace'} warm "
-                f"start failed ({self.warm_start_record['failure']}); starting from "
-                f"init_loc_fn's point with scale {float(start.scale_tril[0, 0]):.3g} instead. "
-                "If the posterior is badly scaled, pass init_scale or a better init_loc_fn.",
-                stacklevel=_caller_stacklevel())
+            init_scale=self.init_scale, steps=self.warm_start_steps, warn="AutoFlowGuide")
         loc = start.loc
         if start.name == "laplace":  # whiten with the Laplace Cholesky factor (fixed)
             precond, scale0 = start.scale_tril, start.scale_tril
@@ -431,50 +384,5 @@ class AutoFlowGuide(AutoContinuous):
                 eps, flow_ladj = frozen.inverse_and_ladj(u)
                 return base.log_prob(eps) - flow_ladj - affine.log_abs_det_jacobian(u, z)
 
-            posterior = _PathDerivativePosterior(posterior, frozen_log_prob)
+            posterior = PathDerivativePosterior(posterior, frozen_log_prob)
         return pyro.sample(f"_{self._pyro_name}_latent", posterior, infer={"is_auxiliary": True})
-
-    # -- diagnostics ------------------------------------------------------------------------------
-    def diagnose(self, *args: Any, num_samples: int = 4000, **kwargs: Any) -> DiagnosticReport:
-        r"""ELBO ± s.e., IS log-evidence, PSIS k-hat, IS ESS and the entropy decomposition
-        :math:`H[q] = H[\text{base}] + \mathbb E[\sum \log|\det J|]`
-        (see :func:`pyro_flowvi.diagnostics.diagnose`)."""
-        return diagnose(self.model, self, *args, num_samples=num_samples, **kwargs)
-
-    def to_inference_data(self, *args: Any, num_samples: int = 4000, **kwargs: Any) -> Any:
-        """Posterior draws and importance log-weights as ``arviz.InferenceData``."""
-        return to_inference_data(self.model, self, *args, num_samples=num_samples, **kwargs)
-
-    # -- summaries -------------------------------------------------------------------------------
-    @torch.no_grad()
-    def _latent_samples(self, num_samples: int, *args: Any, **kwargs: Any) -> Tensor:
-        if self.prototype_trace is None:
-            self._setup_prototype(*args, **kwargs)
-        return self.get_posterior(*args, **kwargs).sample((num_samples,))
-
-    def quantiles(
-        self, quantiles: list[float] | Tensor, *args: Any, num_samples: int = 4000, **kwargs: Any
-    ) -> dict[str, Tensor]:
-        """Per-coordinate Monte Carlo quantiles of each latent, in the constrained space.
-
-        Quantiles are taken coordinate-wise in the unconstrained space and mapped through
-        ``biject_to(support)`` (exact for coordinate-wise monotone bijections).
-        """
-        z = self._latent_samples(num_samples, *args, **kwargs)
-        q = torch.as_tensor(quantiles, dtype=z.dtype, device=z.device)
-        latent = torch.quantile(z, q, dim=0)  # (num_quantiles, D)
-        # Unpack one quantile at a time: a leading dim on the packed latent would be read as a
-        # batch dim and broadcast against the sites' own plate dims.
-        parts: dict[str, list[Tensor]] = {}
-        for row in latent:
-            for site, value in self._unpack_latent(row):
-                parts.setdefault(site["name"], []).append(biject_to(site["fn"].support)(value))
-        return {name: torch.stack(values) for name, values in parts.items()}
-
-    def median(self, *args: Any, num_samples: int = 4000, **kwargs: Any) -> dict[str, Tensor]:
-        """Monte Carlo posterior median of each latent (see :meth:`quantiles`)."""
-        return {
-            name: value[0]
-            for name, value in self.quantiles([0.5], *args, num_samples=num_samples,
-                                              **kwargs).items()
-        }

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import inspect
 import math
+import os
+import warnings
 from typing import Any, NamedTuple
 
 import pyro
@@ -207,7 +210,7 @@ AUTO_INIT_SCALES = (1.0, 0.1, 0.01)
 
 def choose_start(
     guide: AutoContinuous, init_loc: Tensor, args: tuple, kwargs: dict, *, warm_start: str | None,
-    init_scale: float | None, steps: int, num_draws: int = 128,
+    init_scale: float | None, steps: int, num_draws: int = 128, warn: str | None = None,
 ) -> tuple[GaussianStart, dict[str, Any]]:
     """The guide's starting Gaussian: the best, by ELBO, of ``N(init_loc, s^2 I)`` for each
     initial scale ``s`` and, when asked, the MAP (``"map"``, same scales) or Laplace
@@ -219,7 +222,8 @@ def choose_start(
     start).  An explicit ``"map"``/``"laplace"`` is kept whenever it succeeds.  The ELBOs use
     ``num_draws`` draws from a private generator, so the global random stream is untouched.
     Returns the chosen start and a record: ``warm_start`` (the chosen start's name),
-    ``elbo_by_start``, ``failure`` (why the MAP/Laplace failed, or ``None``).
+    ``elbo_by_start``, ``failure`` (why the MAP/Laplace failed, or ``None``).  With ``warn``
+    (the caller's name) a failed MAP/Laplace search is a warning that says why.
     """
     dim = init_loc.shape[-1]
     log_p = UnconstrainedLogDensity(guide, args, kwargs)
@@ -254,4 +258,21 @@ def choose_start(
               "elbo_by_start": {f"{c.name}(scale={float(c.scale_tril[0, 0]):.3g})"
                                 if c.name != "laplace" else c.name: c.elbo
                                 for c in candidates + warm}}
+    if failure and warn:
+        warnings.warn(
+            f"{warn}: the {'MAP' if warm_start == 'map' else 'Laplace'} warm start failed "
+            f"({failure}); starting from init_loc_fn's point with scale "
+            f"{float(best.scale_tril[0, 0]):.3g} instead. If the posterior is badly scaled, pass "
+            "init_scale or a better init_loc_fn.", stacklevel=_caller_stacklevel())
     return best, record
+
+
+def _caller_stacklevel() -> int:
+    """``warnings.warn``'s stacklevel of the first frame outside torch, Pyro and this package
+    (the user's call that set the guide up)."""
+    skip = tuple(os.path.dirname(m.__file__) for m in (torch, pyro)) + (
+        os.path.dirname(os.path.dirname(__file__)),)
+    for level, frame in enumerate(inspect.stack(0)[1:], start=1):
+        if not frame.filename.startswith(skip):
+            return level
+    return 2
