@@ -119,3 +119,19 @@ def test_reverse_last_natural_ends_in_the_model_order(num_layers):
         assert torch.equal(a.flip(0), b)
     first = build_flow("iaf", 3, num_layers=num_layers, hidden_dims=[8], permutation="reverse")
     assert torch.equal(first[0].order, natural)
+
+
+def test_conditional_flow_misuse_names_the_fix():
+    flow = build_flow("iaf", 3, context_dim=4, hidden_dims=[8])
+    x = torch.zeros(2, 3)
+    with pytest.raises(TypeError, match=r"not called directly; bind the context first: "
+                       r"flow.condition\(h\)\(x\)"):
+        flow(x)
+    with pytest.raises(TypeError, match="context must be a tensor.*got list.*torch.as_tensor"):
+        flow.condition([0.0, 0.0, 0.0, 0.0])
+    with pytest.raises(ValueError, match=r"context is torch.float64 on cpu but the input is "
+                       r"torch.float32 on cpu; move it with h.to\(x\)"):
+        flow.condition(torch.zeros(2, 4, dtype=torch.float64))(x)
+    with pytest.raises(ValueError, match="expected a context with last dimension 4"):
+        flow.condition(torch.zeros(2, 5))(x)
+    assert flow.condition(torch.zeros(2, 4))(x).shape == (2, 3)

@@ -27,6 +27,8 @@ from pyro.distributions.torch_transform import TransformModule
 from torch import Tensor, nn
 from torch.distributions import Transform, constraints
 
+from pyro_flowvi.transforms.checks import check_context, check_event
+
 __all__ = [
     "ConditionalFlowTransform",
     "ConditionedFlow",
@@ -36,43 +38,6 @@ __all__ = [
     "check_context",
     "check_event",
 ]
-
-
-def check_event(name: str, x: Tensor, dim: int) -> None:
-    """Raise a ``ValueError`` naming ``name`` unless ``x`` has event shape ``(dim,)``."""
-    if x.dim() < 1 or x.shape[-1] != dim:
-        raise ValueError(
-            f"{name}: expected a tensor with event shape ({dim},) (any batch shape before it), "
-            f"got shape {tuple(x.shape)}. Reshape the input so its last dimension is {dim}."
-        )
-
-
-def check_context(name: str, x: Tensor, context: Tensor | None, context_dim: int | None) -> None:
-    """Validate a context against a flow's ``context_dim`` and the input's batch shape."""
-    if context_dim is None:
-        if context is not None:
-            raise ValueError(
-                f"{name}: this flow is unconditional but was given a context of shape "
-                f"{tuple(context.shape)}; build it with context_dim=... to condition on it."
-            )
-        return
-    if context is None:
-        raise ValueError(
-            f"{name}: this flow is conditional (context_dim={context_dim}); call "
-            f".condition(context) with a context of shape (..., {context_dim}) first."
-        )
-    if context.dim() < 1 or context.shape[-1] != context_dim:
-        raise ValueError(
-            f"{name}: expected a context with last dimension {context_dim}, got shape "
-            f"{tuple(context.shape)}."
-        )
-    try:
-        torch.broadcast_shapes(x.shape[:-1], context.shape[:-1])
-    except RuntimeError:
-        raise ValueError(
-            f"{name}: the context's batch shape {tuple(context.shape[:-1])} does not broadcast "
-            f"with the input's batch shape {tuple(x.shape[:-1])}."
-        ) from None
 
 
 class _OnePassCache:
@@ -275,7 +240,18 @@ class ConditionalFlowTransform(ConditionalTransformModule):
 
     def condition(self, context: Tensor) -> ConditionedFlow:
         """Bind ``context`` (shape ``(..., context_dim)``), returning a plain transform."""
+        if not isinstance(context, Tensor):
+            raise TypeError(
+                f"ConditionalFlowTransform.condition: the context must be a tensor of shape "
+                f"(..., {self.context_dim}), got {type(context).__name__}; convert it with "
+                "torch.as_tensor(h, dtype=..., device=...).")
         return ConditionedFlow(self.flow, context)
+
+    def forward(self, *args: object, **kwargs: object) -> None:
+        raise TypeError(
+            f"ConditionalFlowTransform: a conditional flow (context_dim={self.context_dim}) is "
+            "not called directly; bind the context first: flow.condition(h)(x), with h of shape "
+            f"(..., {self.context_dim}).")
 
     def __hash__(self) -> int:
         return ConditionalTransformModule.__hash__(self)
