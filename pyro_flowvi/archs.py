@@ -1,9 +1,12 @@
-"""The built-in architectures' builders: iaf / maf, realnvp, sylvester, planar / radial, gaussian.
+"""The built-in architectures' builders: iaf / maf / nsf, realnvp / nsf-coupling, sylvester,
+planar / radial, gaussian.
 
 Each builder has the registry's signature ``builder(dim, *, context_dim, num_layers, hidden_dims,
 **options) -> FlowStack`` and places the structure between layers (reversed or random orders,
 alternating masks, ActNorm and LU-linear layers where asked); :mod:`pyro_flowvi.flows` registers
-them with their :class:`~pyro_flowvi.flows.ArchSpec` (defaults and capabilities).
+them with their :class:`~pyro_flowvi.flows.ArchSpec` (defaults and capabilities).  Structure and
+transformer are independent: :func:`autoregressive_flow` and :func:`coupling_flow` stack layers of
+any elementwise transformer, and each family is one structure plus one transformer.
 """
 
 from __future__ import annotations
@@ -18,33 +21,20 @@ from torch import Tensor, nn
 
 from pyro_flowvi.nn.masks import alternating_mask, half_mask, random_mask
 from pyro_flowvi.transforms.actnorm import ActNorm
-from pyro_flowvi.transforms.autoregressive import AffineAutoregressive
+from pyro_flowvi.transforms.autoregressive import AffineAutoregressive, Autoregressive
 from pyro_flowvi.transforms.base import FlowStack, FlowTransform, Inverted
-from pyro_flowvi.transforms.coupling import AffineCoupling
+from pyro_flowvi.transforms.coupling import AffineCoupling, Coupling
+from pyro_flowvi.transforms.elementwise import AffineTransformer, ComposedTransformer
 from pyro_flowvi.transforms.linear import LULinear
 from pyro_flowvi.transforms.pyro_layers import PyroLayer
+from pyro_flowvi.transforms.spline import SplineTransformer
 from pyro_flowvi.transforms.sylvester import Sylvester
 
-__all__ = ["affine_options", "gaussian_flow", "iaf_flow", "maf_flow", "pyro_builder",
-           "realnvp_flow", "sylvester_builder"]
+__all__ = ["autoregressive_flow", "coupling_flow", "gaussian_flow", "iaf_flow", "maf_flow",
+           "nsf_coupling_flow", "nsf_flow", "pyro_builder", "realnvp_flow", "sylvester_builder"]
 
 Builder = Callable[..., FlowStack]
-
-
-def affine_options(*, scale: str = "exp", max_log_scale: float | None = None,
-                   activation: Callable[[], nn.Module] = nn.ELU, actnorm: bool = False,
-                   linear: str | None = None, seed: int = 0) -> dict[str, Any]:
-    """The options of every affine family (iaf, maf, realnvp), with their defaults: the
-    transformer's ``scale`` and ``max_log_scale`` (the family supplies its own default bound),
-    the conditioners' ``activation``, Glow's ``actnorm`` and ``linear="lu"`` before each layer,
-    and the ``seed`` of random orders or masks.
-
-    Example:
-        >>> affine_options(actnorm=True)["actnorm"], affine_options()["scale"]
-        (True, 'exp')
-    """
-    return {"scale": scale, "max_log_scale": max_log_scale, "activation": activation,
-            "actnorm": actnorm, "linear": linear, "seed": seed}
+LayerFactory = Callable[..., FlowTransform]
 
 
 def _orders(dim: int, num_layers: int, permutation: str, seed: int) -> list[Tensor]:
@@ -84,58 +74,67 @@ def _with_extras(
     return out
 
 
-def _autoregressive(
+def autoregressive_flow(
     dim: int,
     *,
     context_dim: int | None,
     num_layers: int,
     hidden_dims: Sequence[int],
-    invert: bool,
+    layer: LayerFactory,
+    invert: bool = False,
     permutation: str = "reverse",
-    **options: Any,
+    activation: Callable[[], nn.Module] = nn.ELU,
+    actnorm: bool = False,
+    linear: str | None = None,
+    seed: int = 0,
 ) -> FlowStack:
-    o = affine_options(**{"max_log_scale": 3.0, **options})
+    """Autoregressive layers ``layer(dim, hidden_dims=, context_dim=, order=, activation=)`` of
+    any transformer, orders changing between layers, ``Inverted`` when ``invert`` (fast density
+    instead of fast sampling).
+
+    Options shared by every autoregressive family: ``permutation`` -- ``"reverse"`` (default; the
+    first layer in the natural order), ``"reverse_last_natural"`` (the last layer in the natural
+    order: the model's site order, parents first, which holds the tails best on the banana),
+    ``"random"`` or ``"none"``; the conditioners' ``activation``; Glow's ``actnorm`` and
+    ``linear="lu"`` before each layer; the ``seed`` of random orders.
+
+    Example:
+        >>> from pyro_flowvi.transforms import Autoregressive, SplineTransformer
+        >>> spline = lambda d, **kw: Autoregressive(d, SplineTransformer(), **kw)
+        >>> len(autoregressive_flow(3, context_dim=None, num_layers=2, hidden_dims=[8],
+        ...                         layer=spline))
+        2
+    """
     layers: list[FlowTransform] = []
-    for order in _orders(dim, num_layers, permutation, o["seed"]):
-        layer = AffineAutoregressive(dim, hidden_dims, context_dim, order, o["scale"],
-                                     o["max_log_scale"], o["activation"])
-        layers.append(Inverted(layer) if invert else layer)
-    return FlowStack(_with_extras(layers, dim, o["actnorm"], o["linear"]), context_dim)
+    for order in _orders(dim, num_layers, permutation, seed):
+        made = layer(dim, hidden_dims=hidden_dims, context_dim=context_dim, order=order,
+                     activation=activation)
+        layers.append(Inverted(made) if invert else made)
+    return FlowStack(_with_extras(layers, dim, actnorm, linear), context_dim)
 
 
-def iaf_flow(dim: int, **kwargs: object) -> FlowStack:
-    """IAF: affine autoregressive layers, sampling in one pass; orders reversed between layers
-    (options: :func:`affine_options`, ``max_log_scale`` 3 by default).
-
-    ``permutation``: ``"reverse"`` (default; the first layer in the natural order),
-    ``"reverse_last_natural"`` (the last layer in the natural order: the model's site order,
-    parents first, which holds the tails best on the banana), ``"random"`` or ``"none"``."""
-    return _autoregressive(dim, invert=False, **kwargs)  # type: ignore[arg-type]
-
-
-def maf_flow(dim: int, **kwargs: object) -> FlowStack:
-    """MAF: inverted IAF layers, density in one pass, sampling in ``D`` passes per layer."""
-    return _autoregressive(dim, invert=True, **kwargs)  # type: ignore[arg-type]
-
-
-def realnvp_flow(
+def coupling_flow(
     dim: int,
     *,
     context_dim: int | None,
     num_layers: int,
     hidden_dims: Sequence[int],
+    layer: LayerFactory,
     mask: str = "halves",
-    **options: Any,
+    activation: Callable[[], nn.Module] = nn.ELU,
+    actnorm: bool = False,
+    linear: str | None = None,
+    seed: int = 0,
 ) -> FlowStack:
-    """RealNVP: affine coupling layers with alternating masks (options: :func:`affine_options`,
-    ``max_log_scale`` 2 by default).
+    """Coupling layers ``layer(dim, mask=, hidden_dims=, context_dim=, activation=)`` of any
+    transformer, masks alternating between layers.
 
     ``mask="halves"`` (default) alternates passing the first and the second half through (free
     views, no gathers); ``"alternate"`` alternates even and odd features; ``"random"`` draws a
-    random half per layer (seeded).
+    random half per layer (seeded).  ``activation``, ``actnorm``, ``linear``, ``seed`` as
+    :func:`autoregressive_flow`.
     """
-    o = affine_options(**{"max_log_scale": 2.0, **options})
-    gen = torch.Generator().manual_seed(o["seed"])
+    gen = torch.Generator().manual_seed(seed)
     if mask == "halves":
         masks = [half_mask(dim, k) for k in range(num_layers)]
     elif mask == "alternate":
@@ -144,13 +143,71 @@ def realnvp_flow(
         masks = [random_mask(dim, gen) for _ in range(num_layers)]
     else:
         raise ValueError(
-            f"realnvp: unknown mask {mask!r}: use 'halves', 'alternate' or 'random'")
-    layers: list[FlowTransform] = [
-        AffineCoupling(dim, m, hidden_dims, context_dim, o["scale"], o["max_log_scale"],
-                       o["activation"])
-        for m in masks
-    ]
-    return FlowStack(_with_extras(layers, dim, o["actnorm"], o["linear"]), context_dim)
+            f"coupling: unknown mask {mask!r}: use 'halves', 'alternate' or 'random'")
+    layers = [layer(dim, mask=m, hidden_dims=hidden_dims, context_dim=context_dim,
+                    activation=activation) for m in masks]
+    return FlowStack(_with_extras(layers, dim, actnorm, linear), context_dim)
+
+
+def _affine(cls: type, scale: str, max_log_scale: float | None) -> LayerFactory:
+    def make(dim: int, **structure: Any) -> FlowTransform:
+        return cls(dim, scale=scale, max_log_scale=max_log_scale, **structure)
+
+    return make
+
+
+def _spline(cls: type, count_bins: int, bound: float, affine: bool) -> LayerFactory:
+    SplineTransformer(count_bins, bound)  # check the options once, at construction
+
+    def make(dim: int, **structure: Any) -> FlowTransform:
+        spline = SplineTransformer(count_bins, bound)
+        if affine:  # then an affine map: moves what the spline shapes, linear tails
+            spline = ComposedTransformer(spline, AffineTransformer("exp", 3.0))
+        return cls(dim, spline, **structure)
+
+    return make
+
+
+def iaf_flow(dim: int, *, scale: str = "exp", max_log_scale: float | None = 3.0,
+             **options: Any) -> FlowStack:
+    """IAF: affine autoregressive layers, sampling in one pass (``scale``, ``max_log_scale``: see
+    :class:`~pyro_flowvi.transforms.elementwise.AffineTransformer`; the rest as
+    :func:`autoregressive_flow`)."""
+    return autoregressive_flow(dim, layer=_affine(AffineAutoregressive, scale, max_log_scale),
+                               **options)
+
+
+def maf_flow(dim: int, *, scale: str = "exp", max_log_scale: float | None = 3.0,
+             **options: Any) -> FlowStack:
+    """MAF: inverted IAF layers, density in one pass, sampling in ``D`` passes per layer."""
+    return autoregressive_flow(dim, layer=_affine(AffineAutoregressive, scale, max_log_scale),
+                               invert=True, **options)
+
+
+def nsf_flow(dim: int, *, count_bins: int = 8, bound: float = 3.0, affine: bool = False,
+             **options: Any) -> FlowStack:
+    """Autoregressive neural spline flow: rational-quadratic spline layers driven by MADEs,
+    sampling in one pass (``count_bins``, ``bound``: see
+    :class:`~pyro_flowvi.transforms.spline.SplineTransformer`; ``affine``: follow each spline
+    by a conditional affine map; the rest as :func:`autoregressive_flow`)."""
+    return autoregressive_flow(dim, layer=_spline(Autoregressive, count_bins, bound, affine),
+                               **options)
+
+
+def realnvp_flow(dim: int, *, scale: str = "exp", max_log_scale: float | None = 2.0,
+                 **options: Any) -> FlowStack:
+    """RealNVP: affine coupling layers (``scale``, ``max_log_scale``: see
+    :class:`~pyro_flowvi.transforms.elementwise.AffineTransformer`; the rest as
+    :func:`coupling_flow`)."""
+    return coupling_flow(dim, layer=_affine(AffineCoupling, scale, max_log_scale), **options)
+
+
+def nsf_coupling_flow(dim: int, *, count_bins: int = 8, bound: float = 3.0, affine: bool = False,
+                      **options: Any) -> FlowStack:
+    """Coupling neural spline flow: rational-quadratic spline coupling layers, one pass both ways
+    (``count_bins``, ``bound``, ``affine`` as :func:`nsf_flow`; the rest as
+    :func:`coupling_flow`)."""
+    return coupling_flow(dim, layer=_spline(Coupling, count_bins, bound, affine), **options)
 
 
 def sylvester_builder(variant: str) -> Builder:

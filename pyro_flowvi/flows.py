@@ -23,11 +23,13 @@ from pyro.distributions.transforms import ConditionalPlanar, ConditionalRadial, 
 from torch import nn
 
 from pyro_flowvi.archs import (
-    _autoregressive,
-    affine_options,
+    autoregressive_flow,
+    coupling_flow,
     gaussian_flow,
     iaf_flow,
     maf_flow,
+    nsf_coupling_flow,
+    nsf_flow,
     pyro_builder,
     realnvp_flow,
     sylvester_builder,
@@ -35,6 +37,7 @@ from pyro_flowvi.archs import (
 from pyro_flowvi.transforms.base import ConditionalFlowTransform, FlowStack
 from pyro_flowvi.transforms.flowify.sampling.arch import flowified_block, flowified_flow
 from pyro_flowvi.transforms.sylvester import Sylvester
+from pyro_flowvi.transforms.tails import TukeyTails
 
 __all__ = [
     "ArchBuilder",
@@ -43,6 +46,7 @@ __all__ = [
     "available_archs",
     "build_flow",
     "check_arch",
+    "UNIVERSAL_OPTIONS",
     "check_flow_options",
     "default_hidden_dims",
     "register_arch",
@@ -83,7 +87,7 @@ def default_hidden_dims(dim: int) -> list[int]:
 
 
 _STRUCTURAL = {"dim", "context_dim", "num_layers", "hidden_dims", "self", "variant", "layer_index",
-               "keep", "invert"}  # set by the builders themselves
+               "keep", "invert", "layer"}  # set by the builders themselves
 
 
 @dataclasses.dataclass(frozen=True)
@@ -191,16 +195,28 @@ def check_flow_options(arch: str, options: Mapping[str, Any], *, caller: str = "
                       caller)
     if hidden_dims is not None:
         _hidden_list(hidden_dims, caller)
+    _check_tails(options.get("tails"), caller)
     valid = _valid_options(key)
     if valid is None:
         return
     for name in options:
-        if name not in valid:
+        if name not in valid and name not in UNIVERSAL_OPTIONS:
             close = difflib.get_close_matches(name, [*valid, "hidden_dims", "num_layers"], n=1)
             hint = f"did you mean {close[0]!r}? " if close else ""
             raise ValueError(
                 f"{caller}: unknown option {name!r} for arch {key!r} ({hint}valid options: "
                 f"{', '.join(sorted(valid))}; and num_layers, hidden_dims, context_dim)")
+
+
+UNIVERSAL_OPTIONS = ("tails",)
+"""Options every architecture takes, handled by :func:`build_flow` itself: ``tails="tukey"``
+appends a :class:`~pyro_flowvi.transforms.tails.TukeyTails` layer (learned power-law tails)."""
+
+
+def _check_tails(tails: Any, caller: str) -> None:
+    if tails not in (None, "tukey"):
+        raise ValueError(f"{caller}: tails must be None or 'tukey' (a final TukeyTails layer "
+                         f"with learned tail indices), got {tails!r}")
 
 
 def _positive_int(name: str, value: Any, minimum: int = 1, caller: str = "build_flow") -> int:
@@ -237,6 +253,8 @@ def build_flow(
         hidden_dims: conditioner hidden sizes; default ``spec.hidden(dim)``.
         options: architecture-specific options (``scale``, ``max_log_scale``, ``actnorm``...),
             over ``spec.options``; an unknown one is a ``ValueError`` listing the valid names.
+            Every architecture also takes ``tails="tukey"``: a final
+            :class:`~pyro_flowvi.transforms.tails.TukeyTails` layer with learned tail indices.
 
     Example:
         >>> import pyro.distributions as dist
@@ -258,22 +276,32 @@ def build_flow(
         "num_layers", num_layers, minimum=0 if spec.num_layers == 0 else 1)
     hidden = spec.hidden(dim) if hidden_dims is None else _hidden_list(hidden_dims)
     check_flow_options(key, options)
+    tails = options.pop("tails", None)
     stack = builder(dim, context_dim=context_dim, num_layers=num_layers, hidden_dims=hidden,
                     **{**spec.options, **options})
+    if tails == "tukey":  # last in the sampling direction: it shapes the tails the rest built
+        stack = FlowStack([*stack.layers, TukeyTails(dim)], context_dim, dim=dim)
     return stack if context_dim is None else ConditionalFlowTransform(stack)
 
 
 _AUTOREGRESSIVE = dict(num_layers=2, hidden=widths(64, 2, 2), options={"activation": nn.ReLU},
-                       stl=True, stl_max_dim=64, autoregressive=True,
-                       option_sources=(_autoregressive, affine_options))
+                       stl=True, stl_max_dim=64, autoregressive=True)
 register_arch("iaf", iaf_flow, ArchSpec(
-    **_AUTOREGRESSIVE, summary="inverse autoregressive (MADE) affine layers: one-pass sampling"))
+    **_AUTOREGRESSIVE, option_sources=(iaf_flow, autoregressive_flow),
+    summary="inverse autoregressive (MADE) affine layers: one-pass sampling"))
 register_arch("maf", maf_flow, ArchSpec(
-    **_AUTOREGRESSIVE, summary="masked autoregressive affine layers: one-pass density"))
+    **_AUTOREGRESSIVE, option_sources=(maf_flow, autoregressive_flow),
+    summary="masked autoregressive affine layers: one-pass density"))
+register_arch("nsf", nsf_flow, ArchSpec(
+    **_AUTOREGRESSIVE, option_sources=(nsf_flow, autoregressive_flow),
+    summary="autoregressive rational-quadratic spline layers: one-pass sampling"))
+_COUPLING = dict(num_layers=5, hidden=widths(32, 2, 1), options={"activation": nn.SiLU}, stl=True)
 register_arch("realnvp", realnvp_flow, ArchSpec(
-    num_layers=5, hidden=widths(32, 2, 1), options={"activation": nn.SiLU}, stl=True,
-    option_sources=(realnvp_flow, affine_options),
+    **_COUPLING, option_sources=(realnvp_flow, coupling_flow),
     summary="affine coupling layers: one-pass sampling and density"))
+register_arch("nsf-coupling", nsf_coupling_flow, ArchSpec(
+    **_COUPLING, option_sources=(nsf_coupling_flow, coupling_flow),
+    summary="rational-quadratic spline coupling layers: one-pass sampling and density"))
 _SYLVESTER = dict(has_inverse=False, option_sources=(Sylvester.__init__,))
 for _name, _variant in [("sylvester", "householder"), ("sylvester-orthogonal", "orthogonal"),
                         ("sylvester-householder", "householder"),

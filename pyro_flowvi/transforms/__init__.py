@@ -3,10 +3,13 @@
 from pyro_flowvi.transforms.actnorm import ActNorm
 from pyro_flowvi.transforms.autoregressive import (
     AffineAutoregressive,
+    Autoregressive,
     ConditionalAffineAutoregressive,
+    ConditionalAutoregressive,
     conditional_iaf,
     iaf,
     maf,
+    spline_autoregressive,
 )
 from pyro_flowvi.transforms.base import (
     ConditionalFlowTransform,
@@ -18,9 +21,12 @@ from pyro_flowvi.transforms.base import (
 from pyro_flowvi.transforms.coupling import (
     AffineCoupling,
     ConditionalAffineCoupling,
+    ConditionalCoupling,
+    Coupling,
     real_nvp_layer,
+    spline_coupling,
 )
-from pyro_flowvi.transforms.elementwise import AffineTransformer
+from pyro_flowvi.transforms.elementwise import AffineTransformer, ComposedTransformer
 from pyro_flowvi.transforms.flowify import (
     FlowifiedBijection,
     InvertibleLeakyReLU,
@@ -29,18 +35,25 @@ from pyro_flowvi.transforms.flowify import (
 )
 from pyro_flowvi.transforms.linear import LULinear, Permute
 from pyro_flowvi.transforms.pyro_layers import PyroLayer
+from pyro_flowvi.transforms.spline import SplineTransformer
 from pyro_flowvi.transforms.sylvester import ConditionalSylvester, Sylvester
+from pyro_flowvi.transforms.tails import TukeyTails
 
 __all__ = [
     "ActNorm",
     "AffineAutoregressive",
     "AffineCoupling",
     "AffineTransformer",
+    "ComposedTransformer",
+    "Autoregressive",
     "ConditionalAffineAutoregressive",
     "ConditionalAffineCoupling",
+    "ConditionalAutoregressive",
+    "ConditionalCoupling",
     "ConditionalFlowTransform",
     "ConditionalSylvester",
     "ConditionedFlow",
+    "Coupling",
     "FlowStack",
     "FlowTransform",
     "FlowifiedBijection",
@@ -51,9 +64,13 @@ __all__ = [
     "PyroLayer",
     "SVDLinear",
     "SharedSpline",
+    "SplineTransformer",
     "Sylvester",
+    "TukeyTails",
     "conditional_iaf",
     "iaf",
     "maf",
     "real_nvp_layer",
+    "spline_autoregressive",
+    "spline_coupling",
 ]

@@ -44,8 +44,8 @@ def randomize(module, scale=0.3):
 # ---------------------------------------------------------------------------------------------
 # log q equals base log-prob minus the flow's log-det, for the same draw
 # ---------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("arch", ["iaf", "realnvp", "sylvester", "sylvester-orthogonal", "flowified",
-                                  None])
+@pytest.mark.parametrize("arch", ["iaf", "realnvp", "nsf", "nsf-coupling", "sylvester",
+                                  "sylvester-orthogonal", "flowified", None])
 def test_log_q_matches_explicit_recomputation(arch, float64):
     x = torch.randn(7, X)
     guide = AmortizedFlowGuide(local_model, Encoder(context=C if arch else 0), arch=arch,
@@ -68,7 +68,7 @@ def test_log_q_matches_explicit_recomputation(arch, float64):
         assert ladj.abs().max() > 1e-3  # a non-trivial flow
     assert torch.allclose(site["value"], z, atol=1e-10)
     assert torch.allclose(log_q, log_base - ladj, atol=1e-10)
-    if arch in ("realnvp", None):  # scoring a fresh copy of the point goes through the inverse
+    if arch in ("realnvp", "nsf-coupling", None):  # a fresh copy is scored through the inverse
         assert torch.allclose(site["fn"].log_prob(site["value"].clone()), log_q, atol=1e-8)
 
 

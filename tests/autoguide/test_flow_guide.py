@@ -463,3 +463,23 @@ def test_a_trained_guide_deep_copies_and_pickles(tmp_path, float64):
     for other in (copy.deepcopy(guide), torch.load(tmp_path / "guide.pt", weights_only=False)):
         torch.testing.assert_close(other.get_posterior().log_prob(z), expected)
     assert math.isfinite(svi.step(DATA))  # the original keeps training
+
+
+def test_tail_layer_option_reaches_the_flow_and_scores_consistently(float64):
+    """``tails="tukey"`` goes through the registry into the guide's flow (last layer), STL
+    still scores draws through the inverse, and log q of a draw is base minus log-det."""
+    from pyro_flowvi.transforms import TukeyTails
+
+    def heavy():
+        pyro.sample("x", dist.StudentT(3.0, torch.zeros(3), 1.0).to_event(1))
+
+    guide = AutoFlowGuide(heavy, "iaf", tails="tukey", warm_start=None, hidden_dims=[8])
+    guide()
+    assert isinstance(guide.flow.layers[-1], TukeyTails) and guide.stl
+    with torch.no_grad():
+        guide.flow.layers[-1].raw_tail_weight.fill_(-0.5)
+    q = guide.get_posterior()
+    z = q.rsample((50,))
+    assert torch.allclose(q.log_prob(z), q.log_prob(z.clone()), atol=1e-8)
+    with pytest.raises(ValueError, match="tails must be None or 'tukey'"):
+        AutoFlowGuide(heavy, "iaf", tails="t")

@@ -52,7 +52,7 @@ from pyro_flowvi.testing import randomize_parameters
 pytestmark = pytest.mark.filterwarnings(  # Pyro's tests use torch.jit, which torch deprecates
     "ignore:`torch.jit.* is deprecated:DeprecationWarning")
 
-ARCHS = ["iaf", "maf", "realnvp", "sylvester", "flowified", "gaussian"]
+ARCHS = ["iaf", "maf", "realnvp", "nsf", "sylvester", "flowified", "gaussian"]
 INIT_FNS = [init_to_feasible, init_to_mean, init_to_median, init_to_sample]
 ELBOS = [Trace_ELBO, TraceGraph_ELBO, TraceEnum_ELBO]
 MECHANICS = {"warm_start": None}  # plumbing tests skip the (default) Laplace warm start

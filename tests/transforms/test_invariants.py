@@ -65,6 +65,30 @@ def _coupling(d, c):
     return T.ConditionalAffineCoupling(d, c, mask=mask, hidden_dims=HIDDEN)
 
 
+def _spline_ar(bound, affine=False):
+    def make(d, c):
+        order = torch.arange(d).flip(0)
+        spline = T.SplineTransformer(count_bins=5, bound=bound)
+        if affine:
+            spline = T.ComposedTransformer(spline, T.AffineTransformer())
+        if c is None:
+            return T.Autoregressive(d, spline, HIDDEN, order=order)
+        return T.ConditionalAutoregressive(d, spline, c, hidden_dims=HIDDEN, order=order)
+
+    return make
+
+
+def _spline_coupling(bound):
+    def make(d, c):
+        mask = torch.arange(d) % 2 == 1
+        spline = T.SplineTransformer(count_bins=5, bound=bound)
+        if c is None:
+            return T.Coupling(d, spline, mask, HIDDEN)
+        return T.ConditionalCoupling(d, spline, c, mask=mask, hidden_dims=HIDDEN)
+
+    return make
+
+
 def _svd_linear(rotation):
     def make(d, c):
         layer = T.SVDLinear(d, context_dim=c, rotation=rotation)
@@ -93,6 +117,12 @@ LAYER_CASES = {
     ),
     "Inverted-AffineAutoregressive": Case(_maf_layer),
     "AffineCoupling": Case(_coupling, structure="coupling"),
+    # bound 3 keeps most inputs inside the spline; bound 0.5 sends most into the identity tails
+    "Autoregressive-spline": Case(_spline_ar(3.0), structure="autoregressive"),
+    "Autoregressive-spline-narrow": Case(_spline_ar(0.5), structure="autoregressive"),
+    "Autoregressive-spline-affine": Case(_spline_ar(1.0, affine=True), structure="autoregressive"),
+    "Coupling-spline": Case(_spline_coupling(3.0), structure="coupling"),
+    "Coupling-spline-narrow": Case(_spline_coupling(0.5), structure="coupling"),
     "LULinear": Case(lambda d, c: T.LULinear(d, permutation=torch.arange(d).flip(0)),
                      conditional=False, identity_at_init=False),
     "ActNorm": Case(lambda d, c: T.ActNorm(d, data_init=False), conditional=False),
@@ -112,6 +142,8 @@ LAYER_CASES = {
     "SharedSpline": Case(lambda d, c: T.SharedSpline(d), conditional=False),
     "SharedSpline-per-unit": Case(lambda d, c: T.SharedSpline(d, shared=False), conditional=False),
     "FlowifiedBijection": Case(_flowified_bijection),
+    "TukeyTails": Case(lambda d, c: T.TukeyTails(d, init_tail_weight=0.3), conditional=False,
+                       identity_at_init=False),
 }
 
 # Archs whose layers do not start at the identity (Pyro's planar/radial initialise randomly).
@@ -139,6 +171,15 @@ ARCH_CASES["arch:flowified-leaky-householder"] = Case(
                             nonlinearity="leaky_relu", rotation="householder"),
     identity_at_init=False,  # LeakyReLU(0.5) is not the identity
 )
+ARCH_CASES["arch:nsf-affine"] = Case(
+    lambda d, c: build_flow("nsf", d, context_dim=c, num_layers=2, hidden_dims=HIDDEN, affine=True,
+                            count_bins=4))
+ARCH_CASES["arch:nsf-coupling-affine-alternate"] = Case(
+    lambda d, c: build_flow("nsf-coupling", d, context_dim=c, num_layers=2, hidden_dims=HIDDEN,
+                            affine=True, mask="alternate"))
+ARCH_CASES["arch:realnvp+tails"] = Case(
+    lambda d, c: build_flow("realnvp", d, context_dim=c, num_layers=2, hidden_dims=HIDDEN,
+                            tails="tukey"), identity_at_init=False)
 ARCH_CASES["arch:iaf-random-softplus"] = Case(
     lambda d, c: build_flow("iaf", d, context_dim=c, num_layers=2, hidden_dims=HIDDEN,
                             permutation="random", scale="softplus"),
@@ -316,7 +357,8 @@ COVERED = {
     "AffineAutoregressive", "ConditionalAffineAutoregressive", "Inverted", "AffineCoupling",
     "ConditionalAffineCoupling", "LULinear", "ActNorm", "Permute", "Sylvester",
     "ConditionalSylvester", "PyroLayer", "SVDLinear", "InvertibleLeakyReLU", "SharedSpline",
-    "FlowifiedBijection",
+    "FlowifiedBijection", "Autoregressive", "ConditionalAutoregressive", "Coupling",
+    "ConditionalCoupling", "TukeyTails",
 }
 
 
@@ -334,7 +376,8 @@ def test_every_public_transform_is_covered_or_exempt():
 # Random shapes and inputs -------------------------------------------------------------------------
 @settings(max_examples=30, deadline=None)
 @given(
-    arch=st.sampled_from(["iaf", "maf", "realnvp", "sylvester-orthogonal", "sylvester-triangular"]),
+    arch=st.sampled_from(["iaf", "maf", "realnvp", "nsf", "nsf-coupling", "sylvester-orthogonal",
+                          "sylvester-triangular"]),
     dim=st.integers(1, 6),
     batch=st.lists(st.integers(1, 3), min_size=0, max_size=2),
     conditional=st.booleans(),
