@@ -163,7 +163,16 @@ def main(argv: list[str] | None = None) -> int:
                         "permutation=reverse_last_natural (repeatable)")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--no-progress", dest="progress", action="store_false")
+    parser.add_argument("--time-only", action="store_true",
+                        help="only the interleaved time per step of --guides (no fits)")
     args = parser.parse_args(argv)
+    if args.time_only:
+        step_times = time_steps(list(args.guides), args.time_rounds, args.time_steps)
+        first = step_times[args.guides[0]]["ms_per_step"]
+        print(f"| guide | ms / step | vs {args.guides[0]} |\n|---|---|---|")
+        for name, res in step_times.items():
+            print(f"| {name} | {res['ms_per_step']:.2f} | {res['ms_per_step'] / first:.2f}x |")
+        return 0
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import platform
 import time
 from pathlib import Path
@@ -25,6 +26,7 @@ import pyro.distributions as dist
 import torch
 
 from pyro_flowvi import fit
+from pyro_flowvi.autoguide.training import NonFiniteLossError
 
 TARGETS = ("student-t3", "funnel")
 GUIDES = ("iaf", "iaf+tails", "realnvp", "realnvp+tails", "nsf-coupling", "nsf-coupling+tails")
@@ -45,8 +47,13 @@ def run_one(target: str, guide: str, seed: int, num_samples: int) -> dict[str, f
     model = student_t3 if target == "student-t3" else funnel
     pyro.clear_param_store()
     t0 = time.perf_counter()
-    result = fit(model, arch=arch, guide_options=options, seed=seed, progress=False,
-                 num_diagnostic_samples=num_samples)
+    try:
+        result = fit(model, arch=arch, guide_options=options, seed=seed, progress=False,
+                     num_diagnostic_samples=num_samples)
+    except NonFiniteLossError as err:  # recorded as a failed fit, not a crashed benchmark
+        print(f"{target} {guide} seed {seed}: {str(err)[:200]}", flush=True)
+        return {"kl": math.nan, "khat": math.nan, "sd_first": math.nan, "steps": 0,
+                "seconds": time.perf_counter() - t0, "ms_per_step": math.nan, "failed": 1.0}
     seconds = time.perf_counter() - t0
     with torch.no_grad():
         draws = result.guide.get_posterior().sample((num_samples,))
@@ -79,11 +86,16 @@ def main(argv: list[str] | None = None) -> int:
              "| ms / step |", "|---|---|---|---|---|---|"]
     for target, by_guide in results.items():
         for guide, runs in by_guide.items():
-            kl = [r["kl"] for r in runs]
-            kh = [r["khat"] for r in runs]
-            sd = float(np.median([r["sd_first"] for r in runs]))
-            ms = float(np.median([r["ms_per_step"] for r in runs]))
-            lines.append(f"| {target} | {guide} | {np.median(kl):.3f} / {max(kl):.3f} | "
+            ok = [r for r in runs if not r.get("failed")]
+            failed = f" ({len(runs) - len(ok)} of {len(runs)} diverged)" if len(ok) < len(runs) else ""
+            if not ok:
+                lines.append(f"| {target} | {guide}{failed} | - | - | - | - |")
+                continue
+            kl = [r["kl"] for r in ok]
+            kh = [r["khat"] for r in ok]
+            sd = float(np.median([r["sd_first"] for r in ok]))
+            ms = float(np.median([r["ms_per_step"] for r in ok]))
+            lines.append(f"| {target} | {guide}{failed} | {np.median(kl):.3f} / {max(kl):.3f} | "
                          f"{np.median(kh):.2f} / {max(kh):.2f} | {sd:.2f} | {ms:.1f} |")
     table = "\n".join(lines)
     (out / "bench_tails.md").write_text(table + "\n")
