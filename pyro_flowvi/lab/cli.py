@@ -40,9 +40,7 @@ SUBCOMMANDS: dict[str, Subcommand] = {
     "flowified-mnist": Subcommand("pyro_flowvi.lab.commands.flowified_mnist"),
     "moons": Subcommand("pyro_flowvi.lab.commands.moons"),
     "posterior": Subcommand("pyro_flowvi.lab.commands.posterior"),
-    "posteriordb": Subcommand(
-        "pyro_flowvi.lab.experiments.posteriordb",
-        help="fit guides to the posteriordb posteriors and score them against the reference draws"),
+    "posteriordb": Subcommand("pyro_flowvi.lab.commands.posteriordb"),
     "vae": Subcommand("pyro_flowvi.lab.commands.vae"),
 }
 """Subcommand name -> its :class:`Subcommand`."""

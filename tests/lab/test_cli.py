@@ -28,7 +28,8 @@ def _run_python(code, *args):
                           timeout=300)
 
 
-@pytest.mark.parametrize("argv", [["--help"], ["banana", "--help"], ["vae", "--help"]])
+@pytest.mark.parametrize("argv", [["--help"], ["banana", "--help"], ["vae", "--help"],
+                                  ["posteriordb", "--help"], ["moons", "--help"]])
 def test_help_imports_neither_torch_nor_pyro(argv):
     code = ("import sys\nfrom pyro_flowvi.lab.cli import main\ntry:\n    main(sys.argv[1:])\n"
             "except SystemExit as e:\n    assert e.code == 0, e.code\n"

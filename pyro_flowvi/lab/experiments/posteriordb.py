@@ -39,34 +39,19 @@ from pyro_flowvi import Recipe, fit
 from pyro_flowvi.autoguide import NonFiniteLossError, fit_svi
 from pyro_flowvi.diagnostics import elbo_estimate, psis_khat
 from pyro_flowvi.importance import importance_log_weights
-from pyro_flowvi.lab.common import key_value_option, write_metrics
+from pyro_flowvi.lab.commands.posteriordb import (
+    DEFAULT_GUIDES,
+    HELP,
+    PosteriordbConfig,
+    add_arguments,
+    config_from_args,
+)
+from pyro_flowvi.lab.common import write_metrics
 from pyro_flowvi.lab.guides import build_guide, parse_spec
 from pyro_flowvi.lab.posteriordb import Posterior, available_posteriors, load_posterior
 
-__all__ = ["HELP", "PosteriordbConfig", "add_arguments", "format_table", "run",
-           "run_posteriordb", "score_guide"]
-
-HELP = "fit guides to the posteriordb posteriors and score them against the reference draws"
-DEFAULT_GUIDES = ("normal", "mvn", "iafnormal", "iaf", "realnvp")
-
-
-@dataclasses.dataclass
-class PosteriordbConfig:
-    """Settings of a posteriordb run (CLI flags have the same names, with dashes)."""
-
-    posteriors: list[str] | None = None
-    guides: list[str] = dataclasses.field(default_factory=lambda: list(DEFAULT_GUIDES))
-    seeds: int = 1
-    recipe: str = "user"
-    steps: int = 5000
-    lr: float = 1e-2
-    lr_final: float = 1e-3
-    num_draws: int = 4000
-    data_dir: str | None = None
-    out: str = "outputs/posteriordb"
-    progress: bool = True
-    num_threads: int | None = 1
-    recipe_options: dict[str, Any] = dataclasses.field(default_factory=dict)
+__all__ = ["DEFAULT_GUIDES", "HELP", "PosteriordbConfig", "add_arguments", "config_from_args",
+           "format_table", "run", "run_posteriordb", "score_guide"]
 
 
 def score_guide(post: Posterior, guide: Any, num_draws: int) -> dict[str, Any]:
@@ -245,39 +230,7 @@ def _plot(post: Posterior, draws: dict[str, np.ndarray], path: Path) -> None:
     fig.savefig(path, dpi=90)
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """The ``posteriordb`` options (defaults from :class:`PosteriordbConfig`)."""
-    d = PosteriordbConfig()
-    a = parser.add_argument
-    comma = lambda s: [x for x in s.split(",") if x]  # noqa: E731
-    a("--posteriors", type=comma, default=None, help="comma-separated posterior names "
-      "(default: all of the data dir's plus our own)")
-    a("--guides", type=comma, default=d.guides, help="comma-separated guide specs: normal, mvn, "
-      "iafnormal, or ARCH[+full|+diagonal][+laplace|+map|+cold][+stl|+nostl][+natural][+fkl] "
-      "(default: %(default)s)")
-    a("--seeds", type=int, default=d.seeds, help="seeds 0..N-1 per guide (default %(default)s)")
-    a("--recipe", choices=("user", "fit"), default=d.recipe,
-      help="user: SVI with ClippedAdam 1e-2 -> 1e-3, one particle, --steps steps; fit: "
-      "pyro_flowvi.fit for flow guides (default %(default)s)")
-    a("--steps", type=int, default=d.steps, help="steps of the user recipe (default %(default)s)")
-    a("--recipe-option", dest="recipe_options", action="append", type=key_value_option,
-      default=[], metavar="KEY=VALUE", help="a pyro_flowvi.Recipe field for --recipe fit "
-      "(e.g. min_steps=300); repeatable")
-    a("--num-draws", type=int, default=d.num_draws,
-      help="guide draws for the scores (default %(default)s)")
-    a("--data-dir", default=None, help="posteriordb folder (default: $PYRO_FLOWVI_POSTERIORDB "
-      "or ../shared/posteriordb)")
-    a("--out", default=d.out, help="output folder (default %(default)s)")
-    a("--threads", dest="num_threads", type=int, default=d.num_threads,
-      help="torch CPU threads (default %(default)s)")
-    a("--no-progress", dest="progress", action="store_false", help="hide progress bars")
-
-
 def run(args: argparse.Namespace) -> int:
     """CLI entry: run and print the table."""
-    names = {f.name for f in dataclasses.fields(PosteriordbConfig)}
-    values = {k: v for k, v in vars(args).items() if k in names}
-    values["recipe_options"] = dict(values.get("recipe_options") or [])
-    cfg = PosteriordbConfig(**values)
-    print(run_posteriordb(cfg)["table"])
+    print(run_posteriordb(config_from_args(args))["table"])
     return 0
