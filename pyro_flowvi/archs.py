@@ -24,7 +24,11 @@ from pyro_flowvi.transforms.actnorm import ActNorm
 from pyro_flowvi.transforms.autoregressive import AffineAutoregressive, Autoregressive
 from pyro_flowvi.transforms.base import FlowStack, FlowTransform, Inverted
 from pyro_flowvi.transforms.coupling import AffineCoupling, Coupling
-from pyro_flowvi.transforms.elementwise import AffineTransformer, ComposedTransformer
+from pyro_flowvi.transforms.elementwise import (
+    AffineTransformer,
+    ComposedTransformer,
+    Transformer,
+)
 from pyro_flowvi.transforms.linear import LULinear
 from pyro_flowvi.transforms.pyro_layers import PyroLayer
 from pyro_flowvi.transforms.spline import SplineTransformer
@@ -157,12 +161,12 @@ def _affine(cls: type, scale: str, max_log_scale: float | None) -> LayerFactory:
 
 
 def _spline(cls: type, count_bins: int, bound: float, affine: bool) -> LayerFactory:
-    SplineTransformer(count_bins, bound)  # check the options once, at construction
+    # a transformer holds no state: one instance (checked here, at construction) serves every layer
+    spline: Transformer = SplineTransformer(count_bins, bound)
+    if affine:  # then an affine map: moves what the spline shapes, linear tails
+        spline = ComposedTransformer(spline, AffineTransformer("exp", 3.0))
 
     def make(dim: int, **structure: Any) -> FlowTransform:
-        spline = SplineTransformer(count_bins, bound)
-        if affine:  # then an affine map: moves what the spline shapes, linear tails
-            spline = ComposedTransformer(spline, AffineTransformer("exp", 3.0))
         return cls(dim, spline, **structure)
 
     return make

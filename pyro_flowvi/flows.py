@@ -40,13 +40,13 @@ from pyro_flowvi.transforms.sylvester import Sylvester
 from pyro_flowvi.transforms.tails import TukeyTails
 
 __all__ = [
+    "UNIVERSAL_OPTIONS",
     "ArchBuilder",
     "ArchSpec",
     "arch_spec",
     "available_archs",
     "build_flow",
     "check_arch",
-    "UNIVERSAL_OPTIONS",
     "check_flow_options",
     "default_hidden_dims",
     "register_arch",

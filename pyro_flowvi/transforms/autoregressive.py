@@ -93,9 +93,9 @@ class Autoregressive(FlowTransform):
     def _inverse_and_ladj(self, y: Tensor, context: Tensor | None) -> tuple[Tensor, Tensor]:
         # After pass k the first k coordinates (in ``order``) are exact: D passes invert fully.
         x = torch.zeros_like(y)
-        log_grad = y
-        for _ in range(self.dim):
-            x, log_grad = self.transformer.inverse(y, self.conditioner.forward(x, context))
+        for _ in range(self.dim - 1):
+            x, _ = self.transformer.inverse(y, self.conditioner.forward(x, context))
+        x, log_grad = self.transformer.inverse(y, self.conditioner.forward(x, context))
         return x, log_grad.sum(-1)
 
 

@@ -94,7 +94,7 @@ def rational_quadratic_spline(x: Tensor, knots: tuple[Tensor, Tensor, Tensor], b
         b = h * d0 - dy * curv
         c = -s * dy
         disc = (b.square() - 4 * a * c).clamp_min(0.0)
-        xi = ((2 * c) / (-b - disc.sqrt())).clamp(0.0, 1.0)  # the stable root, kept in its bin
+        xi = (2 * c) / (-b - disc.sqrt())  # the stable root of a xi^2 + b xi + c = 0
         out = x0 + xi * w
     else:
         xi = (xc - x0) / w
