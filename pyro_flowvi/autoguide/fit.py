@@ -19,6 +19,7 @@ import torch
 from pyro.infer import SVI, Trace_ELBO
 from pyro.optim import PyroLRScheduler
 
+from pyro_flowvi.autoguide.compiled import CaptureError, CompiledSVI
 from pyro_flowvi.autoguide.flow_guide import AutoFlowGuide
 from pyro_flowvi.autoguide.objectives import MassCoveringELBO
 from pyro_flowvi.autoguide.potential import UnconstrainedLogDensity
@@ -36,6 +37,9 @@ FIT_BASE_DF = 15.0
 otherwise: Gaussian-tailed guides leave PSIS k-hat above 0.7 on near-Gaussian and skewed real
 posteriors (the logit of a simplex, a regression's scale); see ``BENCHMARKS.md``."""
 _FIT_COUNT = itertools.count()
+COMPILE_MODES = ("auto", "off", "graph", "inductor")
+AUTO_BACKEND = "graph"
+"""The captured step's backend under ``Recipe(compile="auto")`` (see ``BENCHMARKS.md``)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -47,6 +51,14 @@ class Recipe:
     loss plateaus (:class:`RecipeSchedule`), then a geometric decay of the rate by
     ``decay_factor`` over ``decay_fraction`` of the steps taken so far (at least
     ``min_decay_steps``), then stop; ``max_steps`` and ``max_seconds`` cap the whole run.
+
+    ``compile`` chooses the step: ``"off"`` is Pyro's ``Trace_ELBO`` (vectorised particles
+    where the model broadcasts), the others the captured step
+    (:class:`~pyro_flowvi.autoguide.compiled.CompiledSVI`, the same estimator and update) with
+    its ``"graph"`` or ``"inductor"`` backend; ``"auto"`` is the backend
+    :data:`AUTO_BACKEND`, falling back to ``Trace_ELBO`` with a warning that says why when the
+    model cannot be captured (or silently for ``objective="mass_covering"``, which has no
+    captured step).
     """
 
     lr: float = 1e-2
@@ -61,6 +73,7 @@ class Recipe:
     decay_fraction: float = 0.3
     min_decay_steps: int = 500
     objective: str = "elbo"
+    compile: str = "auto"
 
     def __post_init__(self) -> None:
         for name in ("lr", "clip_norm", "decay_factor", "decay_fraction", "tolerance"):
@@ -74,6 +87,9 @@ class Recipe:
         if self.objective not in ("elbo", "mass_covering"):
             raise ValueError(f"fit: objective must be 'elbo' or 'mass_covering', got "
                              f"{self.objective!r}")
+        if self.compile not in COMPILE_MODES:
+            raise ValueError(f"fit: compile must be one of {COMPILE_MODES}, got "
+                             f"{self.compile!r}")
 
 
 class RecipeSchedule:
@@ -188,7 +204,7 @@ _SCHEDULE_STATE = ("decay_start", "decay_steps", "converged")
 
 
 def _save_every(path: Path, every: int, settings: dict[str, Any], guide: AutoFlowGuide,
-                optim: PyroLRScheduler, schedule: RecipeSchedule, losses: list[float]) -> None:
+                optim: Any, schedule: RecipeSchedule, losses: list[float]) -> None:
     if len(losses) % every:
         return
     state = {
@@ -202,7 +218,7 @@ def _save_every(path: Path, every: int, settings: dict[str, Any], guide: AutoFlo
     os.replace(tmp, path)  # atomic: a kill leaves the old checkpoint or the new one
 
 
-def _resume(path: Path, settings: dict[str, Any], guide: AutoFlowGuide, optim: PyroLRScheduler,
+def _resume(path: Path, settings: dict[str, Any], guide: AutoFlowGuide, optim: Any,
             schedule: RecipeSchedule) -> list[float]:
     """Load ``path`` (if it exists) into the set-up guide, the optimiser, the schedule and the
     random state; return the losses so far."""
@@ -252,6 +268,27 @@ def _make_loss(model: Callable, guide: AutoFlowGuide, recipe: Recipe, args: tupl
     finally:
         pyro.util.set_rng_state(state)
     return vectorized
+
+
+def _compiled_step(guide: AutoFlowGuide, recipe: Recipe, schedule: RecipeSchedule,
+                   args: tuple, kwargs: dict) -> CompiledSVI | None:
+    """The captured step of the recipe, or ``None`` for Pyro's ``Trace_ELBO`` (with a warning
+    naming the reason when the model cannot be captured)."""
+    if recipe.compile == "off" or recipe.objective != "elbo":
+        if recipe.compile in ("graph", "inductor"):
+            warnings.warn(f"fit: objective={recipe.objective!r} has no captured step; training "
+                          "with the eager objective", stacklevel=3)
+        return None
+    backend = AUTO_BACKEND if recipe.compile == "auto" else recipe.compile
+    svi = CompiledSVI(guide, num_particles=recipe.num_particles, lr=recipe.lr,
+                      lr_factor=schedule.factor, clip_norm=recipe.clip_norm, backend=backend)
+    try:
+        svi.capture(*args, **kwargs)
+    except CaptureError as err:
+        warnings.warn(f"fit: the training step cannot be captured ({err}); training with Pyro's "
+                      "Trace_ELBO instead (the same estimator, slower per step)", stacklevel=3)
+        return None
+    return svi
 
 
 def fit(
@@ -314,24 +351,38 @@ def fit(
     with torch.no_grad():
         guide(*args, **kwargs)  # set up: warm start, flow
     schedule = RecipeSchedule(recipe)
-    optim = PyroLRScheduler(torch.optim.lr_scheduler.LambdaLR, {
-        "optimizer": torch.optim.Adam, "optim_args": {"lr": recipe.lr},
-        "lr_lambda": lambda step: schedule.factor(step)}, clip_args={"clip_norm": recipe.clip_norm})
-    svi = SVI(model, guide, optim, _make_loss(model, guide, recipe, args, kwargs))
+    svi: Any = _compiled_step(guide, recipe, schedule, args, kwargs)
+    optim: Any = svi
+    scheduler = None
+    if svi is None:
+        optim = scheduler = PyroLRScheduler(torch.optim.lr_scheduler.LambdaLR, {
+            "optimizer": torch.optim.Adam, "optim_args": {"lr": recipe.lr},
+            "lr_lambda": lambda step: schedule.factor(step)},
+            clip_args={"clip_norm": recipe.clip_norm})
+        svi = SVI(model, guide, optim, _make_loss(model, guide, recipe, args, kwargs))
     settings = {"arch": arch, "guide_options": repr(sorted(options.items())),
-                "recipe": repr(recipe), "latent_dim": guide.latent_dim, "seed": seed}
+                "recipe": repr(recipe), "latent_dim": guide.latent_dim, "seed": seed,
+                "step": type(svi).__name__}
     history: list[float] = []
     on_step = None
     if checkpoint is not None:
         history = _resume(Path(checkpoint), settings, guide, optim, schedule)
+        if history and isinstance(svi, CompiledSVI):
+            svi.capture(*args, **kwargs)  # the loaded buffers are the graph's constants
         on_step = partial(_save_every, Path(checkpoint), checkpoint_every, settings, guide,
                           optim, schedule)
     done = len(history)
     stopped = done > 0 and schedule(history)
+    counts: dict[str, int] = {}
     losses = history if stopped else fit_svi(
-        svi, *args, num_steps=recipe.max_steps - done, progress=progress, scheduler=optim,
+        svi, *args, num_steps=recipe.max_steps - done, progress=progress, scheduler=scheduler,
         stop=schedule, check_every=1, max_seconds=recipe.max_seconds, history=history,
-        on_step=on_step, **kwargs)
+        on_step=on_step, counts=counts, **kwargs)
+    if counts.get("skipped"):
+        warnings.warn(f"fit: {counts['skipped']} of {counts['skipped'] + len(losses) - done} "
+                      "steps were skipped: their loss or gradient was not finite (a draw in the "
+                      "tails overflowed the model's density); the parameters did not move on "
+                      "them.", stacklevel=2)
     seconds = time.perf_counter() - start
     report = guide.diagnose(*args, num_samples=num_diagnostic_samples, **kwargs)
     if math.isinf(report.psis_khat) and report.psis_khat > 0:

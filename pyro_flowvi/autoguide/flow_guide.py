@@ -150,6 +150,9 @@ class AutoFlowGuide(FlowGuideSummaries, AutoContinuous):
         self.base_df = None if base_df is None else float(base_df)
         self.flow_options = flow_options
         super().__init__(model, init_loc_fn=init_loc_fn)
+        # the user's model, without the InitMessenger that AutoContinuous wraps around it: a
+        # density evaluation conditions every latent, so initial values are never needed
+        self._user_model = (model,)
         if name is not None:
             if not isinstance(name, str) or not name:
                 raise ValueError(f"AutoFlowGuide: name must be a non-empty string, got {name!r}")
@@ -224,11 +227,11 @@ class AutoFlowGuide(FlowGuideSummaries, AutoContinuous):
                 "another guide of the same name filled the store. Call pyro.clear_param_store() "
                 "before building a different guide.")
 
-    def _loc_scale(self) -> tuple[Tensor, Tensor]:
-        """``(mu, L)`` of the affine map from the one packed parameter (one param-store read):
-        ``mu = P loc_white``, ``L = s0 * softplus(raw)`` (diagonal) or
-        ``L = L0 (tril(raw, -1) + diag(softplus(diag raw)))`` (full)."""
-        packed = self.affine_white
+    def _loc_scale(self, packed: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """``(mu, L)`` of the affine map from the one packed parameter (default: one param-store
+        read of ``affine_white``): ``mu = P loc_white``, ``L = s0 * softplus(raw)`` (diagonal)
+        or ``L = L0 (tril(raw, -1) + diag(softplus(diag raw)))`` (full)."""
+        packed = self.affine_white if packed is None else packed
         loc_white, raw = packed[0], packed[1:]
         precond, scale0 = self.precond, self.scale0
         loc = precond * loc_white if precond.dim() == 1 else precond @ loc_white

@@ -35,9 +35,11 @@ class UnconstrainedLogDensity:
     this is the density the guide approximates (minus HMC's potential energy).  Called on ``u``
     of shape ``(D,)`` it returns a scalar; on ``(M, D)`` it returns ``(M,)``, the ``M`` draws
     evaluated in one vectorised model pass (a ``pyro.plate`` of size ``M`` left of the model's
-    own plates).  A model that subsamples one plate is evaluated on all of its members (in
-    chunks of the minibatch size, see :func:`~pyro_flowvi.importance.importance_log_weights`)
-    unless ``full_data=False``, which keeps Pyro's scaled minibatch estimate.
+    own plates; a model that does not broadcast over that plate is run under ``torch.vmap``,
+    or draw by draw where an operation has no vmap rule).  A model that subsamples one plate
+    is evaluated on all of its members (in chunks of the minibatch size, see
+    :func:`~pyro_flowvi.importance.importance_log_weights`) unless ``full_data=False``, which
+    keeps Pyro's scaled minibatch estimate.
 
     Args:
         guide: an ``AutoContinuous`` guide whose prototype has been set up (call it once).
@@ -62,10 +64,13 @@ class UnconstrainedLogDensity:
             raise ValueError("UnconstrainedLogDensity: call the guide once first (its latent "
                              "layout is set up on the first call)")
         self.guide, self.args, self.kwargs = guide, tuple(args), dict(kwargs or {})
-        self.model: Callable = guide.model
+        # every latent is conditioned, so the user's model without the guide's InitMessenger
+        # (whose init_to_median would draw prior samples on every call, for nothing)
+        self.model: Callable = getattr(guide, "_user_model", (guide.model,))[0]
         with poutine.block(), torch.no_grad():
             trace = poutine.trace(guide.model).get_trace(*self.args, **self.kwargs)
         self.max_plate_nesting = max_plate_nesting(trace)
+        self._batching: str | None = None  # how (M, D) draws run: "plate", "vmap" or "loop"
         self.plates = subsampled_plates(guide.model, *self.args, **self.kwargs) \
             if full_data else []
         if len(self.plates) > 1:
@@ -93,6 +98,24 @@ class UnconstrainedLogDensity:
         if u.dim() not in (1, 2) or u.shape[-1] != self.guide.latent_dim:
             raise ValueError(f"UnconstrainedLogDensity: expected u of shape (D,) or (M, D) with "
                              f"D = {self.guide.latent_dim}, got {tuple(u.shape)}")
+        if u.dim() == 1 or self._batching == "plate":
+            return self._evaluate(u)
+        if self._batching is None:  # the first batch: find how the model takes one
+            try:
+                result = self._evaluate(u)
+                self._batching = "plate"
+                return result
+            except (RuntimeError, ValueError, IndexError):
+                self._batching = "vmap"  # a model that does not broadcast over draws
+        if self._batching == "vmap":
+            try:
+                with pyro.validation_enabled(False):  # its NaN checks are host-side branches
+                    return torch.vmap(self._evaluate)(u)
+            except (RuntimeError, ValueError, IndexError):
+                self._batching = "loop"  # an operation without a vmap rule
+        return torch.stack([self._evaluate(row) for row in u])
+
+    def _evaluate(self, u: Tensor) -> Tensor:
         values, log_det = self.constrained(u)
         batched = u.dim() == 2
         n, dim = (u.shape[0] if batched else 1), self.max_plate_nesting + 1

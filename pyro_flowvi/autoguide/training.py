@@ -13,6 +13,7 @@ import pyro.poutine as poutine
 import torch
 from pyro.infer import SVI
 from pyro.infer.autoguide.initialization import InitMessenger
+from pyro.infer.util import zero_grads
 from pyro.util import get_rng_state, set_rng_state
 from tqdm.auto import tqdm
 
@@ -22,10 +23,11 @@ __all__ = ["NonFiniteLossError", "check_observations", "find_nonfinite", "fit_sv
 
 
 class NonFiniteLossError(ValueError):
-    """The ELBO became NaN or infinite; the message names the sites/parameters responsible.
+    """The loss or its gradient stayed NaN or infinite; the message names the sites/parameters
+    responsible.
 
-    ``step`` is the failing step; the param store holds the parameters of the last step whose
-    loss was finite (``restored`` says whether they were put back)."""
+    ``step`` counts the completed (finite) steps before the failure; the param store holds the
+    parameters after the last of them (``restored``: there was one)."""
 
     def __init__(self, message: str, step: int = -1, restored: bool = False) -> None:
         super().__init__(message)
@@ -133,19 +135,6 @@ def check_observations(model: Callable, *args: Any, **kwargs: Any) -> None:
                          "choose a likelihood whose support contains it.")
 
 
-def _snapshot() -> dict[str, torch.Tensor]:
-    return {name: p.detach().clone() for name, p in pyro.get_param_store().named_parameters()}
-
-
-@torch.no_grad()
-def _restore(snapshot: dict[str, torch.Tensor]) -> bool:
-    store = dict(pyro.get_param_store().named_parameters())
-    for name, value in snapshot.items():
-        if name in store and store[name].shape == value.shape:
-            store[name].copy_(value)
-    return bool(snapshot)
-
-
 def _is_validation_error(err: ValueError) -> bool:
     """Pyro/torch argument validation refusing NaN or out-of-support parameters."""
     text = str(err)
@@ -153,24 +142,58 @@ def _is_validation_error(err: ValueError) -> bool:
         or "Expected value argument" in text
 
 
+def guarded_step(svi: Any, *args: Any, **kwargs: Any) -> float:
+    """One step of ``svi`` that updates the parameters only when the loss and every gradient
+    are finite; returns the loss, or NaN when the step was skipped (a non-finite loss or
+    gradient, or argument validation refusing a draw).
+
+    ``SVI.step`` would apply a NaN or infinite gradient (an overflow on one draw in the tails)
+    and leave NaN parameters.  This is ``SVI.step`` with that check between the gradients and
+    the optimiser (one host synchronisation per step, which ``SVI.step``'s float loss has
+    anyway).  Steppers that are not a :class:`pyro.infer.SVI` (e.g.
+    :class:`~pyro_flowvi.autoguide.compiled.CompiledSVI`, which makes the same check inside its
+    graph) are called as ``svi.step(*args, **kwargs)``.
+    """
+    if not isinstance(svi, SVI):
+        return svi.step(*args, **kwargs)
+    with poutine.trace(param_only=True) as capture:
+        try:
+            loss = svi.loss_and_grads(svi.model, svi.guide, *args, **kwargs)
+        except ValueError as err:
+            if not _is_validation_error(err):
+                raise
+            loss = math.nan
+    params = {site["value"].unconstrained() for site in capture.trace.nodes.values()}
+    grads = [p.grad for p in params if p.grad is not None]
+    finite = math.isfinite(loss) and (not grads or bool(torch.stack(
+        [torch.isfinite(g).all() for g in grads]).all()))
+    if finite:
+        svi.optim(params)
+    zero_grads(params)
+    return loss if finite else math.nan
+
+
 def fit_svi(
-    svi: SVI, *args: Any, num_steps: int = 1000, progress: bool = True,
+    svi: Any, *args: Any, num_steps: int = 1000, progress: bool = True,
     scheduler: Any = None, stop: Callable[[list[float]], bool] | None = None,
     check_every: int = 100, max_seconds: float | None = None, check_data: bool = True,
     history: list[float] | None = None, on_step: Callable[[list[float]], None] | None = None,
-    **kwargs: Any,
+    max_skips: int = 20, counts: dict[str, int] | None = None, **kwargs: Any,
 ) -> list[float]:
     """Run up to ``num_steps`` SVI steps and return the losses.
 
     After each step the optional ``scheduler`` (a :class:`pyro.optim.PyroLRScheduler` used as
     ``svi``'s optimiser) is stepped; every ``check_every`` steps ``stop(losses)`` may end the run
-    (e.g. :class:`~pyro_flowvi.autoguide.fit.ConvergenceCheck`), as does ``max_seconds`` of wall
+    (e.g. :class:`~pyro_flowvi.autoguide.fit.RecipeSchedule`), as does ``max_seconds`` of wall
     time.  ``SVI.step`` returns a Python float, so the checks add no device synchronisation.
 
-    When the loss becomes NaN or infinite, or argument validation refuses a non-finite
-    parameter, :class:`NonFiniteLossError` names the cause (:func:`find_nonfinite`) and the
-    param store is put back to the parameters of the last step whose loss was finite (one
-    parameter copy per step keeps them).  Before the first step, ``check_data`` runs
+    Each step is :func:`guarded_step`: a step whose loss or gradient is not finite (one draw in
+    the tails overflowing the model's density, or argument validation refusing it) changes
+    nothing and is skipped; it is not in the losses, and ``counts["skipped"]`` (when a dict is
+    given) counts it.  After ``max_skips`` skipped steps in a row (or when no step of the run
+was finite), :class:`NonFiniteLossError`
+    names the cause (:func:`find_nonfinite`); the param store then holds the parameters of the
+    last step whose loss was finite.  Before the first step, ``check_data`` runs
     :func:`check_observations` on the model.  ``history`` continues an earlier run's losses
     (a resumed fit: ``stop`` sees all of them; ``num_steps`` counts the new steps only), and
     ``on_step(losses)`` runs after every completed step (e.g. to write a checkpoint).
@@ -190,40 +213,41 @@ def fit_svi(
     """
     if int(num_steps) != num_steps or num_steps < 0:
         raise ValueError(f"fit_svi: num_steps must be a non-negative integer, got {num_steps!r}")
+    if not (isinstance(max_skips, int) and max_skips >= 1):
+        raise ValueError(f"fit_svi: max_skips must be a positive integer, got {max_skips!r}")
     if check_data:
         check_observations(svi.model, *args, **kwargs)
     losses: list[float] = list(history or [])
+    counts = {} if counts is None else counts
+    counts.setdefault("skipped", 0)
     start = time.perf_counter()
-    last_good: dict[str, torch.Tensor] = {}
-    good_step = -1
+    in_a_row = done = 0
     bar = tqdm(range(int(num_steps)), disable=not progress, desc="SVI", leave=False)
-    for step in bar:
-        before = _snapshot()  # empty before a lazily built guide's first call
-        try:
-            loss = svi.step(*args, **kwargs)
-        except ValueError as err:
-            if not _is_validation_error(err):
-                raise
-            _fail(svi, args, kwargs, step, f"argument validation failed ({_first_line(err)})",
-                  last_good, good_step, err)
+    for _ in bar:
+        loss = guarded_step(svi, *args, **kwargs)
         if not math.isfinite(loss):
-            _fail(svi, args, kwargs, step, f"the loss became {loss}", last_good, good_step,
-                  None)
-        if before:
-            last_good, good_step = before, step  # the parameters this finite loss came from
+            counts["skipped"] += 1
+            in_a_row += 1
+            if in_a_row >= max_skips:
+                _fail(svi, args, kwargs, done, max_skips)
+            continue
+        in_a_row = 0
+        done += 1
         losses.append(loss)
         if scheduler is not None:
             scheduler.step()
         if on_step is not None:
             on_step(losses)
-        if progress and step % 50 == 0:
-            bar.set_postfix(loss=f"{loss:.4g}")
+        if progress and done % 50 == 0:
+            bar.set_postfix(loss=f"{loss:.4g}", skipped=counts["skipped"])
         if len(losses) % check_every == 0:
             if stop is not None and stop(losses):
                 break
             if max_seconds is not None and time.perf_counter() - start > max_seconds:
                 break
     bar.close()
+    if in_a_row and not done:  # every step of the run was skipped
+        _fail(svi, args, kwargs, done, in_a_row)
     return losses
 
 
@@ -231,16 +255,15 @@ def _first_line(err: Exception) -> str:
     return str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
 
 
-def _fail(svi: SVI, args: tuple, kwargs: dict, step: int, what: str,
-          last_good: dict[str, torch.Tensor], good_step: int, cause: Exception | None) -> None:
+def _fail(svi: Any, args: tuple, kwargs: dict, step: int, max_skips: int) -> None:
     problems = find_nonfinite(svi.model, svi.guide, *args, **kwargs)
     detail = "; ".join(problems) if problems else (
-        "no single site or parameter is non-finite on a fresh draw: the bad draw was in the "
+        "no single site or parameter is non-finite on a fresh draw: the bad draws were in the "
         "tails")
-    restored = _restore(last_good)
-    kept = (f"The param store is back at the parameters of step {good_step}, the last finite "
-            "loss." if restored else "There is no earlier finite step to go back to.")
+    kept = (f"The param store holds the parameters after step {step}, the last finite loss."
+            if step > 0 else "No step had a finite loss.")
     raise NonFiniteLossError(
-        f"{what} at step {step}: {detail}. {kept} Lower the learning rate, clip gradients "
+        f"the loss or its gradient was non-finite on {max_skips} steps in a row after step "
+        f"{step}: {detail}. {kept} Lower the learning rate, clip gradients "
         "(pyro.optim.ClippedAdam's clip_norm), use a smaller init_scale or a warm start, or "
-        "check the model's parameters and priors.", step=step, restored=restored) from cause
+        "check the model's parameters and priors.", step=step, restored=step > 0)

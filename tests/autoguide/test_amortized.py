@@ -162,7 +162,11 @@ def test_mixed_model_composes_with_autoguidelist():
     assert sum(losses[-20:]) < sum(losses[:20])
     sample = guide(x)
     assert sample["w"].shape == (X,) and sample["z"].shape == (32, D)
-    assert abs(sample["w"].mean().item() - 2.0) < 1.0
+    with torch.no_grad():
+        w_mean = torch.stack([guide(x)["w"] for _ in range(200)]).mean()
+    # the data's mean 2 is shared between w and the local sums z, so w's posterior mean lies
+    # between the prior's 0 and 2: the fitted guide has moved off the prior towards the data
+    assert 0.5 < float(w_mean) < 2.5
 
 
 def test_several_and_constrained_local_sites_are_packed(float64):

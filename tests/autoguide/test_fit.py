@@ -201,15 +201,30 @@ def test_fit_warns_naming_what_to_try_when_khat_is_high():
             recipe=Recipe(max_steps=150, window=50, min_steps=100, min_decay_steps=50))
 
 
-def test_fit_falls_back_to_one_particle_for_a_model_that_does_not_vectorise():
-    def scalar_only(y):
-        mu = pyro.sample("mu", dist.Normal(0.0, 1.0))
-        pyro.sample("y", dist.Normal(mu.reshape(()), 1.0), obs=y)  # one draw at a time
+def _scalar_only(y):
+    mu = pyro.sample("mu", dist.Normal(0.0, 1.0))
+    pyro.sample("y", dist.Normal(mu.reshape(()), 1.0), obs=y)  # one draw at a time
 
+
+def test_eager_fit_falls_back_to_one_particle_for_a_model_that_does_not_vectorise():
     with pytest.warns(UserWarning, match="does not run with vectorised particles"):
-        result = fit(scalar_only, torch.tensor(0.5), progress=False, num_diagnostic_samples=50,
-                     recipe=Recipe(max_steps=100, window=20, min_steps=40, min_decay_steps=20))
+        result = fit(_scalar_only, torch.tensor(0.5), progress=False, num_diagnostic_samples=50,
+                     recipe=Recipe(max_steps=100, window=20, min_steps=40, min_decay_steps=20,
+                                   compile="off"))
     assert result.num_steps <= 100 and math.isfinite(result.report.elbo)
+
+
+def test_the_captured_step_vectorises_a_model_that_does_not_broadcast():
+    # vmap runs the model once per draw inside the captured graph: all 8 particles, no warning
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        result = fit(_scalar_only, torch.tensor(0.5), progress=False, num_diagnostic_samples=50,
+                     seed=0, recipe=Recipe(max_steps=600, window=50, min_steps=100,
+                                           min_decay_steps=100))
+    with torch.no_grad():
+        draws = result.guide.get_posterior().sample((20000,))
+    assert abs(float(draws.mean()) - 0.25) < 0.03  # exact posterior N(0.25, 1/2)
+    assert abs(float(draws.std()) - 0.5**0.5) < 0.03
 
 
 # --- interruption and resume ----------------------------------------------------------------------
@@ -220,13 +235,16 @@ def _regression(x, y):
         pyro.sample("y", dist.Normal(w[..., 0] + w[..., 1] * x, s), obs=y)
 
 
-def test_an_interrupted_fit_resumes_to_the_uninterrupted_parameters(tmp_path, monkeypatch, float64):
-    from pyro.infer import SVI
+@pytest.mark.parametrize("compile_mode", ["auto", "off"])
+def test_an_interrupted_fit_resumes_to_the_uninterrupted_parameters(tmp_path, monkeypatch, float64,
+                                                                    compile_mode):
+    from pyro_flowvi.autoguide import training
 
     gen = torch.Generator().manual_seed(1)
     x = torch.randn(30, generator=gen)
     y = 1.0 + 2.0 * x + 0.5 * torch.randn(30, generator=gen)
-    recipe = Recipe(max_steps=300, window=50, min_steps=100, min_decay_steps=60)
+    recipe = Recipe(max_steps=300, window=50, min_steps=100, min_decay_steps=60,
+                    compile=compile_mode)
     opts = {"num_layers": 1, "hidden_dims": [8]}
 
     def final_params(result):
@@ -239,15 +257,15 @@ def test_an_interrupted_fit_resumes_to_the_uninterrupted_parameters(tmp_path, mo
 
     pyro.clear_param_store()
     calls = {"n": 0}
-    real_step = SVI.step
+    real_step = training.guarded_step
 
-    def dying_step(self, *args, **kwargs):  # the process "dies" during step 137
+    def dying_step(svi, *args, **kwargs):  # the process "dies" during step 137
         calls["n"] += 1
         if calls["n"] == 137:
             raise KeyboardInterrupt
-        return real_step(self, *args, **kwargs)
+        return real_step(svi, *args, **kwargs)
 
-    monkeypatch.setattr(SVI, "step", dying_step)
+    monkeypatch.setattr(training, "guarded_step", dying_step)
     path = tmp_path / "fit.pt"
     with pytest.raises(KeyboardInterrupt):
         fit(_regression, x, y, guide_options={**opts, "name": "g"}, recipe=recipe, seed=3,
@@ -255,7 +273,7 @@ def test_an_interrupted_fit_resumes_to_the_uninterrupted_parameters(tmp_path, mo
     saved = torch.load(path, weights_only=False)
     assert len(saved["losses"]) == 120  # the last multiple of 40 before the kill
     assert not (tmp_path / "fit.pt.tmp").exists()
-    monkeypatch.setattr(SVI, "step", real_step)
+    monkeypatch.setattr(training, "guarded_step", real_step)
 
     pyro.clear_param_store()  # a new process: nothing in memory
     resumed = fit(_regression, x, y, guide_options={**opts, "name": "g"}, recipe=recipe, seed=3,

@@ -85,8 +85,11 @@ def test_forward_ess_is_recorded_and_loss_is_the_negative_elbo(float64):
     # the loss is -ELBO on all 504 draws: the exact KL of the initial guide is close to it
     q = dist.Normal(guide.loc.detach(), guide.scale.detach())
     p = dist.Normal(torch.tensor(MEAN), torch.tensor(SD))
-    exact_kl = float(torch.distributions.kl_divergence(q, p).sum())  # 1.125 nats
-    assert abs(loss - exact_kl) < 0.2, (loss, exact_kl)
+    exact_kl = float(torch.distributions.kl_divergence(q, p).sum())  # 1.3 nats
+    # 4 standard errors of a 504-draw mean of log q - log p (its sd from 200k exact draws)
+    draws = q.sample((200_000,))
+    sd = float((q.log_prob(draws) - p.log_prob(draws)).sum(-1).std())
+    assert abs(loss - exact_kl) < 4 * sd / 504**0.5, (loss, exact_kl, sd)
 
 
 def test_errors():

@@ -1,0 +1,355 @@
+"""The captured training step of :class:`~pyro_flowvi.AutoFlowGuide`: the model's log density
+and the whole SVI step traced once into one graph, optionally compiled."""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Callable
+from typing import Any
+
+import pyro
+import torch
+from torch import Tensor
+
+from pyro_flowvi.autoguide.flow_guide import AutoFlowGuide
+from pyro_flowvi.autoguide.potential import UnconstrainedLogDensity
+from pyro_flowvi.importance import subsampled_plates
+
+__all__ = ["BACKENDS", "CaptureError", "CompiledSVI"]
+
+BACKENDS = ("graph", "inductor")
+"""``"graph"``: run the traced aten graph as it is (no code generation, traced in about a
+second); ``"inductor"``: ``torch.compile`` it (fused kernels; a first compile takes seconds to
+tens of seconds on a CPU, cached on disk for the next run)."""
+
+
+class CaptureError(RuntimeError):
+    """The model's log density cannot be captured as one tensor function of the latents; the
+    message says why.  Train with ``pyro.infer.Trace_ELBO`` instead."""
+
+
+def _first_line(err: Exception) -> str:
+    text = str(err).strip()
+    return f"{type(err).__name__}: {text.splitlines()[0]}" if text else type(err).__name__
+
+
+class CompiledSVI:
+    r"""An SVI step for an :class:`~pyro_flowvi.AutoFlowGuide` as one traced (and optionally
+    compiled) graph: base draws :math:`\varepsilon` in, then
+
+    .. math::
+
+        z = \mu + L f(\varepsilon),\qquad
+        \ell = -\frac1M \sum_m \big[\log\tilde p(z_m) - \log q(z_m)\big],
+
+    its gradients, per-tensor gradient-norm clipping and an Adam update, where
+    :math:`\log\tilde p` is the model's log joint on the unconstrained latent vector
+    (:class:`~pyro_flowvi.autoguide.potential.UnconstrainedLogDensity`, vectorised over the
+    ``M`` draws with ``torch.vmap``, so the model need not broadcast over particles).  It is the
+    estimator ``Trace_ELBO(num_particles=M, vectorize_particles=True)`` computes with the same
+    draws, and the same update as ``PyroLRScheduler(LambdaLR, {"optimizer": Adam, ...},
+    clip_args={"clip_norm": c})``.
+
+    With ``stl`` (the guide's own setting by default) the gradient is the path derivative
+    (sticking the landing): the score term is replaced by :math:`v^\top z` with
+    :math:`v = \nabla_z \log q_{\bar\phi}(z)` under detached parameters, computed from the
+    flow's Jacobian at :math:`\varepsilon` as :math:`v = J^{-\top} \nabla_\varepsilon[\log
+    p_0(\varepsilon) - \log|\det J_f(\varepsilon)|]`: a linear solve instead of the flow's
+    inverse (which an autoregressive flow computes in ``D`` sequential passes), so it works
+    for flows without an analytic inverse too.
+
+    A step whose loss or gradient is not finite leaves the parameters and the optimiser state
+    unchanged (decided inside the graph, no host synchronisation); :meth:`step` returns that
+    loss so the caller can count or stop.
+
+    The model's data are captured as constants: calling :meth:`step` with other arguments
+    (compared by identity) captures again.  :class:`CaptureError` says why a model cannot be
+    captured: a plate that subsamples (new data each step), control flow that depends on the
+    latents' values, or a log density that differs between calls (randomness in the model).
+
+    Args:
+        guide: an :class:`~pyro_flowvi.AutoFlowGuide`, called once (set up).
+        num_particles: draws per step ``M``.
+        lr: Adam's base rate; ``lr_factor(step)`` multiplies it (default 1).
+        clip_norm: the largest gradient norm per parameter tensor (``None``: no clipping).
+        betas, eps: Adam's.
+        stl: the path-derivative gradient (default: the guide's ``stl``).
+        backend: one of :data:`BACKENDS`.  If ``torch.compile`` fails, the step warns and
+            runs the traced graph.
+
+    Example:
+        >>> import pyro.distributions as dist
+        >>> def model(y):
+        ...     mu = pyro.sample("mu", dist.Normal(0.0, 10.0))
+        ...     pyro.sample("y", dist.Normal(mu, 1.0).expand([3]).to_event(1), obs=y)
+        >>> y = torch.tensor([0.9, 1.1, 1.3])
+        >>> guide = AutoFlowGuide(model, num_layers=1, hidden_dims=[8], warm_start=None)
+        >>> _ = guide(y)
+        >>> svi = CompiledSVI(guide, lr=0.05)
+        >>> losses = [svi.step(y) for _ in range(300)]
+        >>> round(float(guide.loc), 1)  # the posterior mean is 1.1
+        1.1
+    """
+
+    def __init__(self, guide: AutoFlowGuide, *, num_particles: int = 8, lr: float = 1e-2,
+                 lr_factor: Callable[[int], float] | None = None,
+                 clip_norm: float | None = 10.0, betas: tuple[float, float] = (0.9, 0.999),
+                 eps: float = 1e-8, stl: bool | None = None, backend: str = "graph") -> None:
+        if not isinstance(guide, AutoFlowGuide):
+            raise TypeError(f"CompiledSVI: the guide must be an AutoFlowGuide, got "
+                            f"{type(guide).__name__}")
+        if guide.prototype_trace is None:
+            raise ValueError("CompiledSVI: call the guide once first (its latent layout is set "
+                             "up on the first call)")
+        if backend not in BACKENDS:
+            raise ValueError(f"CompiledSVI: backend must be one of {BACKENDS}, got {backend!r}")
+        if not (isinstance(num_particles, int) and num_particles >= 1):
+            raise ValueError(f"CompiledSVI: num_particles must be a positive integer, got "
+                             f"{num_particles!r}")
+        self.guide, self.model = guide, guide.model
+        self.num_particles, self.lr, self.clip_norm = num_particles, float(lr), clip_norm
+        self.lr_factor = lr_factor if lr_factor is not None else (lambda step: 1.0)
+        self.betas, self.adam_eps = betas, eps
+        self.stl = guide.stl if stl is None else bool(stl)
+        self.backend = backend
+        self.num_steps = 0
+        self.names = [guide._pyro_get_fullname(n) for n in ("affine_white", "flow_packed")]
+        params = self.params
+        self.state = [(torch.zeros_like(p), torch.zeros_like(p)) for p in params]
+        self.count = params[0].new_zeros(())  # Adam's step count (updates applied)
+        self._captured: tuple[tuple, dict] | None = None
+        self._fn: Callable | None = None
+
+    @property
+    def params(self) -> list[Tensor]:
+        """The unconstrained ``affine_white`` and ``flow_packed`` tensors of the param store
+        (looked up on each use: loading a param-store state replaces them)."""
+        store = pyro.get_param_store()
+        return [store.get_param(name).unconstrained() for name in self.names]
+
+    # -- the traced function ----------------------------------------------------------------------
+    def _loss_terms(self, potential: Callable[[Tensor], Tensor], affine: Tensor, flat: Tensor,
+                    eps: Tensor, value_only: bool = False) -> tuple[Tensor, Tensor]:
+        """(loss value, loss to differentiate) on the draws ``eps``."""
+        guide = self.guide
+        flow = guide._live_flow(flat)
+        loc, scale = guide._loc_scale(affine)
+        u, flow_ladj = flow.call_and_ladj(eps)
+        diagonal = scale.dim() == 1
+        z = loc + (u * scale if diagonal else u @ scale.transpose(-1, -2))
+        log_det_scale = (scale if diagonal else scale.diagonal()).log().sum()
+        log_q = guide.get_base_dist().log_prob(eps) - flow_ladj - log_det_scale
+        log_p = potential(z)
+        value = -(log_p - log_q).mean()
+        if value_only or not self.stl:
+            return value, value
+        v = self._score_direction(affine, flat, eps)
+        path = (v * z).sum(-1)
+        return value, -(log_p - log_q.detach() - (path - path.detach())).mean()
+
+    def _score_direction(self, affine: Tensor, flat: Tensor, eps: Tensor) -> Tensor:
+        """``v = grad_z log q(z)`` at ``z = T(eps)`` with every parameter detached."""
+        guide = self.guide
+        frozen = guide._frozen_flow(flat)
+        _, scale = guide._loc_scale(affine.detach())
+        base = guide.get_base_dist()
+
+        def flow_single(e: Tensor) -> Tensor:
+            return frozen.call_and_ladj(e[None])[0][0]
+
+        def log_q_single(e: Tensor) -> Tensor:  # log q up to the constant log|det L|
+            return base.log_prob(e[None])[0] - frozen.call_and_ladj(e[None])[1][0]
+
+        jac = torch.vmap(torch.func.jacrev(flow_single))(eps)  # (M, D, D): du_i / deps_j
+        grad = torch.vmap(torch.func.grad(log_q_single))(eps)  # (M, D)
+        w = torch.linalg.solve(jac.transpose(-1, -2), grad)  # J_f^T w = g
+        if scale.dim() == 1:
+            return (w / scale).detach()  # z = mu + L u: v = L^-T w
+        return torch.linalg.solve_triangular(scale.transpose(-1, -2), w[..., None],
+                                             upper=True)[..., 0].detach()
+
+    def _step_fn(self, potential: Callable[[Tensor], Tensor]) -> Callable:
+        beta1, beta2 = self.betas
+
+        def step(eps: Tensor, lr: Tensor, count: Tensor, affine: Tensor, flat: Tensor,
+                 m_a: Tensor, v_a: Tensor, m_f: Tensor, v_f: Tensor) -> tuple[Tensor, ...]:
+            with torch.enable_grad():
+                a, f = affine.detach().requires_grad_(), flat.detach().requires_grad_()
+                value, loss = self._loss_terms(potential, a, f, eps)
+                grads = torch.autograd.grad(loss, [a, f])
+            finite = torch.isfinite(value)
+            for g in grads:
+                finite = finite & torch.isfinite(g).all()
+            t = count + 1
+            out: list[Tensor] = []
+            for p, g, m, v in ((affine, grads[0], m_a, v_a), (flat, grads[1], m_f, v_f)):
+                g = torch.where(finite, g, torch.zeros_like(g))
+                if self.clip_norm is not None:  # as torch.nn.utils.clip_grad_norm_, per tensor
+                    norm = g.norm()
+                    g = g * torch.clamp(self.clip_norm / (norm + 1e-6), max=1.0)
+                m_new = beta1 * m + (1 - beta1) * g
+                v_new = beta2 * v + (1 - beta2) * g * g
+                step_size = lr / (1 - beta1 ** t)
+                denom = (v_new / (1 - beta2 ** t)).sqrt() + self.adam_eps
+                p_new = p - step_size * m_new / denom
+                out += [torch.where(finite, p_new, p), torch.where(finite, m_new, m),
+                        torch.where(finite, v_new, v)]
+            skipped = torch.full_like(value, math.nan)
+            return (torch.where(finite, value, skipped), torch.where(finite, t, count), *out)
+
+        return step
+
+    # -- capture ------------------------------------------------------------------------------
+    def potential(self, args: tuple, kwargs: dict) -> Callable[[Tensor], Tensor]:
+        """The model's log density on ``(M, D)`` unconstrained draws: one model run per draw
+        under ``torch.vmap`` (the model need not broadcast), or, where an operation has no
+        vmap rule, one run over a plate of the ``M`` draws (as vectorised ``Trace_ELBO``);
+        :class:`CaptureError` if the model subsamples or neither runs."""
+        with pyro.validation_enabled(False):
+            plates = subsampled_plates(self.model, *args, **kwargs)
+            if plates:
+                raise CaptureError(
+                    f"the model subsamples the plate {plates[0].name!r} "
+                    f"({plates[0].subsample_size} of {plates[0].size}), so its data change every "
+                    "step")
+            density = UnconstrainedLogDensity(self.guide, args, kwargs, full_data=False)
+        probe = self.guide.loc.detach().expand(2, -1)
+        failures = []
+        for batched in (torch.vmap(density), density):
+
+            def log_density(z: Tensor, batched: Callable = batched) -> Tensor:
+                with pyro.validation_enabled(False):  # its NaN checks are host-side control flow
+                    return batched(z)
+
+            try:
+                with torch.no_grad():
+                    log_density(probe)
+                return log_density
+            except Exception as err:  # noqa: BLE001 - try the next way, then report both
+                failures.append(_first_line(err))
+        raise CaptureError(f"the model's log density runs neither under torch.vmap ({failures[0]}) "
+                           f"nor over a plate of draws ({failures[1]})")
+
+    def capture(self, *args: Any, **kwargs: Any) -> None:
+        """Trace the step for the model arguments ``args, kwargs`` (and compile it with the
+        ``"inductor"`` backend); :class:`CaptureError` if the model does not allow it.  The
+        random state is left as it was (the example draws are not part of the stream)."""
+        rng = pyro.util.get_rng_state()
+        try:
+            self._capture(args, kwargs)
+        finally:
+            pyro.util.set_rng_state(rng)
+
+    def _capture(self, args: tuple, kwargs: dict) -> None:
+        from torch.fx.experimental.proxy_tensor import make_fx
+
+        potential = self.potential(args, kwargs)
+        example = self._inputs(self._draw())
+        if self.stl:
+            self.guide._frozen_flow()  # build the detached twin (a deep copy) before tracing
+        with pyro.validation_enabled(False), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            try:
+                graph = make_fx(self._step_fn(potential))(*example)
+            except Exception as err:  # noqa: BLE001 - any failure means "not capturable"
+                raise CaptureError(
+                    "tracing the model's log density failed (control flow that depends on the "
+                    f"latents' values, or an operation without a vmap rule?): {_first_line(err)}"
+                ) from err
+        self._check(graph, potential)
+        fn: Callable = graph
+        if self.backend == "inductor":
+            fn = self._compiled(graph, example)
+        self._fn, self._captured = fn, (args, kwargs)
+
+    def _check(self, graph: Callable, potential: Callable) -> None:
+        """The traced step must reproduce the eager loss on fresh draws: a model whose log
+        density changes between calls (randomness, hidden state) is refused."""
+        with torch.no_grad(), pyro.validation_enabled(False):
+            for scale in (1.0, 2.0):
+                inputs = self._inputs(scale * self._draw())
+                traced = graph(*inputs)[0]
+                eager = self._loss_terms(potential, self.params[0], self.params[1], inputs[0],
+                                         value_only=True)[0]
+                if not (torch.isfinite(eager) and torch.isfinite(traced)):
+                    continue
+                if not torch.allclose(traced, eager, rtol=1e-4, atol=1e-4 * (1 + float(
+                        eager.abs()))):
+                    raise CaptureError(
+                        f"the traced log density disagrees with the model's ({float(traced):.6g} "
+                        f"vs {float(eager):.6g} on the same draws): the model's density changes "
+                        "between calls or depends on Python-side state")
+
+    def _compiled(self, graph: Callable, example: tuple) -> Callable:
+        try:
+            compiled = torch.compile(graph, fullgraph=True, dynamic=False)
+            with torch.no_grad():
+                compiled(*example)
+            return compiled
+        except Exception as err:  # noqa: BLE001 - fall back, never crash
+            warnings.warn(f"CompiledSVI: torch.compile failed ({_first_line(err)}); running the "
+                          "traced graph without compiling it", stacklevel=3)
+            self.backend = "graph"
+            return graph
+
+    # -- running --------------------------------------------------------------------------------
+    def _draw(self) -> Tensor:
+        return self.guide.get_base_dist().sample((self.num_particles,))
+
+    def _inputs(self, eps: Tensor, params: list[Tensor] | None = None) -> tuple[Tensor, ...]:
+        affine, flat = self.params if params is None else params
+        lr = affine.new_tensor(self.lr * self.lr_factor(self.num_steps))
+        (m_a, v_a), (m_f, v_f) = self.state
+        return (eps, lr, self.count, affine.detach(), flat.detach(), m_a, v_a, m_f, v_f)
+
+    def step(self, *args: Any, **kwargs: Any) -> float:
+        """One step on fresh base draws; returns the loss (-ELBO estimate) of the parameters
+        before the update, or NaN when the step was skipped (a non-finite loss or gradient;
+        nothing changed)."""
+        captured = self._captured
+        if captured is None or len(captured[0]) != len(args) or any(
+                a is not b for a, b in zip(captured[0], args, strict=False)) or \
+                captured[1].keys() != kwargs.keys() or any(
+                kwargs[k] is not v for k, v in captured[1].items()):
+            self.capture(*args, **kwargs)
+        assert self._fn is not None
+        params = self.params
+        with torch.no_grad():
+            value, count, *new = self._fn(*self._inputs(self._draw(), params))
+            for p, value_new in zip(params, new[0::3], strict=True):
+                p.copy_(value_new)
+            self.state = [(new[1], new[2]), (new[4], new[5])]
+            self.count = count
+        loss = float(value)
+        if math.isfinite(loss):
+            self.num_steps += 1  # the rate schedule counts applied steps, as LambdaLR would
+        return loss
+
+    def get_state(self) -> dict[str, Any]:
+        """The optimiser state (Adam moments, step counts), for a checkpoint."""
+        return {"state": [(m.clone(), v.clone()) for m, v in self.state],
+                "count": self.count.clone(), "num_steps": self.num_steps}
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        self.state = [(m.clone(), v.clone()) for m, v in state["state"]]
+        self.count = state["count"].clone()
+        self.num_steps = int(state["num_steps"])
+
+    def loss_and_grads(self, eps: Tensor, *args: Any, **kwargs: Any
+                       ) -> tuple[Tensor, list[Tensor]]:
+        """The loss and its gradients with respect to ``affine_white`` and ``flow_packed`` on the
+        base draws ``eps`` ``(M, D)``, computed eagerly by the function the step traces (for
+        checks against ``Trace_ELBO`` on the same draws)."""
+        potential = self.potential(args, kwargs)
+        affine, flat = (p.detach().requires_grad_() for p in self.params)
+        value, loss = self._loss_terms(potential, affine, flat, eps)
+        return value.detach(), list(torch.autograd.grad(loss, [affine, flat]))
+
+    def evaluate_loss(self, *args: Any, **kwargs: Any) -> float:
+        """The loss on fresh draws without updating (as ``SVI.evaluate_loss``)."""
+        potential = self.potential(args, kwargs)
+        with torch.no_grad(), pyro.validation_enabled(False):
+            value = self._loss_terms(potential, self.params[0], self.params[1], self._draw(),
+                                     value_only=True)[0]
+        return float(value) if math.isfinite(float(value)) else float("nan")
