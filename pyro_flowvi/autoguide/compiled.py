@@ -88,7 +88,7 @@ class CompiledSVI:
         >>> _ = guide(y)
         >>> svi = CompiledSVI(guide, lr=0.05)
         >>> losses = [svi.step(y) for _ in range(300)]
-        >>> round(float(guide.loc), 1)  # the posterior mean is 1.1
+        >>> round(float(guide.median(y)["mu"]), 1)  # the posterior mean is 1.1
         1.1
     """
 
