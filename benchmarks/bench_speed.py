@@ -2,8 +2,9 @@
 NumPyro autoguides, side by side in one process.
 
 Targets: ``banana`` (D = 2), ``eight_schools`` (centred, D = 10), ``funnel`` (Neal's, D = 10),
-``hier_logistic`` (a hierarchical logistic regression, D = 100) and ``gauss1000`` (a correlated
-Gaussian, AR(1) with rho = 0.9, D = 1000).  Guides:
+``hier_logistic`` (a hierarchical logistic regression, D = 100), ``gauss1000`` (a correlated
+Gaussian, AR(1) with rho = 0.9, D = 1000) and ``gauss10000`` (independent, scales from 0.01 to
+100, D = 10,000; for GPU rows).  ``--device cuda`` runs the torch guides on the GPU.  Guides:
 
 * ``flow-eager``: ``AutoFlowGuide(model)`` (its defaults) with Pyro's ``Trace_ELBO``;
 * ``flow-graph`` / ``flow-inductor``: the same guide with
@@ -50,7 +51,7 @@ from pyro.infer.autoguide import AutoIAFNormal, AutoNormal
 from pyro_flowvi import AutoFlowGuide
 from pyro_flowvi.autoguide.compiled import CompiledSVI
 
-TARGETS = ("banana", "eight_schools", "funnel", "hier_logistic", "gauss1000")
+TARGETS = ("banana", "eight_schools", "funnel", "hier_logistic", "gauss1000", "gauss10000")
 GUIDES = ("flow-eager", "flow-graph", "flow-inductor", "pyro-normal", "pyro-iaf",
           "numpyro-normal", "numpyro-iaf", "numpyro-bnaf")
 PARTICLES = 8
@@ -78,7 +79,8 @@ def _data(name: str) -> dict[str, np.ndarray]:
 
 def pyro_model(name: str) -> tuple[Callable, tuple, int]:
     """(model, args, max_plate_nesting)"""
-    data = {k: torch.as_tensor(v) for k, v in _data(name).items()}
+    device = torch.get_default_device()
+    data = {k: torch.as_tensor(v, device=device) for k, v in _data(name).items()}
     if name == "banana":
         def model() -> None:
             x1 = pyro.sample("x1", dist.Normal(0.0, 1.0))
@@ -105,12 +107,17 @@ def pyro_model(name: str) -> tuple[Callable, tuple, int]:
             mu = pyro.sample("mu", dist.Normal(torch.zeros(9), 1.0).to_event(1))
             tau = pyro.sample("tau", dist.HalfNormal(1.0))
             with pyro.plate("groups", 10, dim=-1):
-                beta = pyro.sample("beta", dist.Normal(mu[..., None, :], tau[..., None, None])
-                                   .to_event(1))
+                beta = pyro.sample("beta", dist.Normal(mu, tau[..., None]).to_event(1))
             logits = (x * beta[..., g, :]).sum(-1)
             with pyro.plate("data", len(y), dim=-1):
                 pyro.sample("y", dist.Bernoulli(logits=logits), obs=y)
         return model, (x, g, y), 1
+    if name == "gauss10000":
+        scales = torch.logspace(-2, 2, 10_000)
+
+        def model() -> None:
+            pyro.sample("z", dist.Normal(torch.zeros(10_000), scales).to_event(1))
+        return model, (), 0
     cov = data["cov"].float()
     scale_tril = torch.linalg.cholesky(cov)
 
@@ -155,7 +162,7 @@ class PyroRunner(Runner):
         self.setup_seconds = time.perf_counter() - start
 
     def step(self) -> float:
-        return float(self.svi.step(*self.args))
+        return float(self.svi.step(*self.args))  # a float: one device synchronisation
 
 
 class NumPyroRunner(Runner):
@@ -218,6 +225,12 @@ def numpyro_model(name: str, numpyro: Any, nd: Any) -> tuple[Callable, tuple]:
             with numpyro.plate("data", len(y)):
                 numpyro.sample("y", nd.Bernoulli(logits=(x * beta[g]).sum(-1)), obs=y)
         return model, (data["x"], data["g"], data["y"])
+    if name == "gauss10000":
+        scales = jnp.logspace(-2, 2, 10_000)
+
+        def model() -> None:
+            numpyro.sample("z", nd.Normal(jnp.zeros(10_000), scales).to_event(1))
+        return model, ()
     scale_tril = jnp.linalg.cholesky(data["cov"])
 
     def model() -> None:
@@ -271,8 +284,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=50)
     parser.add_argument("--converge-steps", type=int, default=2000)
     parser.add_argument("--lr", type=float, default=1e-2)
+    parser.add_argument("--device", default="cpu", help="the torch guides' device (cpu, cuda)")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
+    torch.set_default_device(args.device)
     os.environ.setdefault("XLA_FLAGS", "--xla_cpu_multi_thread_eigen=false "
                           "intra_op_parallelism_threads=1")
     guides = list(args.guides)
@@ -288,6 +303,7 @@ def main(argv: list[str] | None = None) -> int:
     results: dict[str, Any] = {
         "date": datetime.now().isoformat(timespec="seconds"), "machine": platform.platform(),
         "processor": platform.processor(), "torch": torch.__version__, "pyro": pyro.__version__,
+        "gpu": torch.cuda.get_device_name() if args.device.startswith("cuda") else None,
         "settings": vars(args), "targets": {}}
     for target in args.targets:
         pyro.clear_param_store()

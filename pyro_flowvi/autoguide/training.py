@@ -192,10 +192,11 @@ def fit_svi(
     nothing and is skipped; it is not in the losses, and ``counts["skipped"]`` (when a dict is
     given) counts it.  After ``max_skips`` skipped steps in a row (or when no step of the run
     was finite), :class:`NonFiniteLossError` names the cause (:func:`find_nonfinite`); the
-    param store then holds the parameters of the last step whose loss was finite.  Before the first step, ``check_data`` runs
-    :func:`check_observations` on the model.  ``history`` continues an earlier run's losses
-    (a resumed fit: ``stop`` sees all of them; ``num_steps`` counts the new steps only), and
-    ``on_step(losses)`` runs after every completed step (e.g. to write a checkpoint).
+    param store then holds the parameters of the last step whose loss was finite.  Before the
+    first step, ``check_data`` runs :func:`check_observations` on the model.  ``history``
+    continues an earlier run's losses (a resumed fit: ``stop`` sees all of them; ``num_steps``
+    counts the new steps only), and ``on_step(losses)`` runs after every completed step (e.g.
+    to write a checkpoint).
 
     Example:
         >>> import pyro.distributions as dist

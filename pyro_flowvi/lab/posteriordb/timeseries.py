@@ -51,14 +51,24 @@ class _LinearRecursion(torch.autograd.Function):
         return grad_c, grad_theta
 
 
+def _traced(*tensors: Tensor) -> bool:
+    """Whether a graph is being traced (``make_fx``, as in the captured training step) or the
+    call is under ``torch.vmap``: the numpy loop would be invisible to either."""
+    from torch.fx.experimental.proxy_tensor import get_proxy_mode
+
+    return get_proxy_mode() is not None or any(
+        torch._C._functorch.is_batchedtensor(t) for t in tensors)
+
+
 def linear_recursion(c: Tensor, theta: Tensor) -> Tensor:
     """``e_1 = c_1``, ``e_t = c_t - theta * e_{t-1}`` along the last dim; batch dims broadcast.
 
     Sequential by nature, so the loop runs in numpy (CPU tensors; about 1 us per step instead
     of an autograd node per step) with the exact adjoint recursion as backward (differentiable
-    again, so Hessians work); ``torch.jit.trace`` records it as one Python op.  On other devices
-    it falls back to a torch loop.  Same floating-point operations as the Stan loop; an
-    explosive ``|theta| > 1`` grows to ``+-inf``, never ``nan``.
+    again, so Hessians work); ``torch.jit.trace`` records it as one Python op.  On other devices,
+    under ``torch.vmap`` and while ``make_fx`` traces, it runs as a torch loop.  Same
+    floating-point operations as the Stan loop; an explosive ``|theta| > 1`` grows to
+    ``+-inf``, never ``nan``.
 
     Example:
         >>> c = torch.tensor([1.0, 1.0, 1.0], dtype=torch.float64)
@@ -67,7 +77,7 @@ def linear_recursion(c: Tensor, theta: Tensor) -> Tensor:
     """
     batch = torch.broadcast_shapes(c.shape[:-1], theta.shape)
     c, theta = c.expand(batch + c.shape[-1:]), theta.expand(batch)
-    if c.device.type != "cpu" or c.shape[-1] < 2:
+    if c.device.type != "cpu" or c.shape[-1] < 2 or _traced(c, theta):
         return _recursion_torch(c, theta)
     flat = c.reshape(-1, c.shape[-1]).contiguous()
     out = _LinearRecursion.apply(flat, theta.reshape(-1).contiguous().to(c.dtype))
