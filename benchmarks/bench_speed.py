@@ -7,9 +7,11 @@ Gaussian, AR(1) with rho = 0.9, D = 1000) and ``gauss10000`` (independent, scale
 100, D = 10,000; for GPU rows).  ``--device cuda`` runs the torch guides on the GPU.  Guides:
 
 * ``flow-eager``: ``AutoFlowGuide(model)`` (its defaults) with Pyro's ``Trace_ELBO``;
-* ``flow-graph`` / ``flow-inductor``: the same guide with
-  :class:`~pyro_flowvi.autoguide.compiled.CompiledSVI` (the traced step; compiled by
-  ``torch.compile``);
+* ``flow-graph`` / ``flow-script`` / ``flow-inductor``: the same guide with
+  :class:`~pyro_flowvi.autoguide.compiled.CompiledSVI` (the traced step run from Python, by
+  TorchScript, or compiled by ``torch.compile``); a name ending in ``-nostl`` (e.g.
+  ``flow-script-nostl``, not in the default list) trains without sticking the landing, for
+  the cost of STL;
 * ``pyro-normal`` / ``pyro-iaf``: Pyro's ``AutoNormal`` / ``AutoIAFNormal(num_transforms=2)``
   with ``Trace_ELBO``;
 * ``numpyro-normal`` / ``numpyro-iaf`` / ``numpyro-bnaf``: NumPyro's ``AutoNormal``,
@@ -52,7 +54,7 @@ from pyro_flowvi import AutoFlowGuide
 from pyro_flowvi.autoguide.compiled import CompiledSVI
 
 TARGETS = ("banana", "eight_schools", "funnel", "hier_logistic", "gauss1000", "gauss10000")
-GUIDES = ("flow-eager", "flow-graph", "flow-inductor", "pyro-normal", "pyro-iaf",
+GUIDES = ("flow-eager", "flow-graph", "flow-script", "flow-inductor", "pyro-normal", "pyro-iaf",
           "numpyro-normal", "numpyro-iaf", "numpyro-bnaf")
 PARTICLES = 8
 
@@ -144,14 +146,15 @@ class PyroRunner(Runner):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             if name.startswith("flow"):
-                guide = AutoFlowGuide(model, name=prefix)
+                guide = AutoFlowGuide(model, name=prefix.replace("-", "_"),
+                                      **({"stl": False} if name.endswith("-nostl") else {}))
             elif name == "pyro-normal":
                 guide = AutoNormal(model)
             else:
                 guide = AutoIAFNormal(model, num_transforms=2)
             with torch.no_grad():
                 guide(*self.args)
-            if name in ("flow-graph", "flow-inductor"):
+            if name.startswith("flow-") and name.split("-")[1] != "eager":
                 self.svi: Any = CompiledSVI(guide, num_particles=PARTICLES, lr=lr, clip_norm=None,
                                             backend=name.split("-")[1])
                 self.svi.capture(*self.args)
@@ -294,7 +297,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--out", default="outputs/bench_speed")
     parser.add_argument("--targets", nargs="+", default=list(TARGETS), choices=TARGETS)
-    parser.add_argument("--guides", nargs="+", default=list(GUIDES), choices=GUIDES)
+    parser.add_argument("--guides", nargs="+", default=list(GUIDES),
+                        help=f"of {GUIDES}; a flow-<backend> name may end in -nostl")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--steps", type=int, default=50)
     parser.add_argument("--converge-steps", type=int, default=2000)
@@ -303,6 +307,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--memory", action="store_true",
                         help="also the peak RSS of each torch guide, one fresh process each")
     args = parser.parse_args(argv)
+    unknown = [g for g in args.guides if g not in GUIDES and not (
+        g.endswith("-nostl") and g.startswith("flow-") and g.removesuffix("-nostl") in GUIDES)]
+    if unknown:
+        parser.error(f"unknown guides {unknown}: choose from {GUIDES} (flow ones may end in "
+                     "-nostl)")
     torch.set_num_threads(1)
     torch.set_default_device(args.device)
     os.environ.setdefault("XLA_FLAGS", "--xla_cpu_multi_thread_eigen=false "

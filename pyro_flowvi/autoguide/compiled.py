@@ -18,10 +18,13 @@ from pyro_flowvi.importance import subsampled_plates
 
 __all__ = ["BACKENDS", "CaptureError", "CompiledSVI"]
 
-BACKENDS = ("graph", "inductor")
-"""``"graph"``: run the traced aten graph as it is (no code generation, traced in about a
-second); ``"inductor"``: ``torch.compile`` it (fused kernels; a first compile takes seconds to
-tens of seconds on a CPU, cached on disk for the next run)."""
+BACKENDS = ("graph", "script", "inductor")
+"""``"graph"``: run the traced aten graph as it is, from Python (traced in about a second);
+``"script"``: the same graph run by TorchScript's interpreter (``torch.jit.trace`` of the graph,
+a fraction of a second more; no Python between the operations, which is most of a small
+model's step; TorchScript is deprecated upstream, so where it is missing or fails the step
+warns and runs ``"graph"``); ``"inductor"``: ``torch.compile`` it (fused kernels; a first
+compile takes seconds to tens of seconds on a CPU, cached on disk for the next run)."""
 
 
 class CaptureError(RuntimeError):
@@ -75,8 +78,8 @@ class CompiledSVI:
         clip_norm: the largest gradient norm per parameter tensor (``None``: no clipping).
         betas, eps: Adam's.
         stl: the path-derivative gradient (default: the guide's ``stl``).
-        backend: one of :data:`BACKENDS`.  If ``torch.compile`` fails, the step warns and
-            runs the traced graph.
+        backend: one of :data:`BACKENDS`.  If TorchScript or ``torch.compile`` fails, the step
+            warns and runs the traced graph.
 
     Example:
         >>> import pyro.distributions as dist
@@ -95,7 +98,7 @@ class CompiledSVI:
     def __init__(self, guide: AutoFlowGuide, *, num_particles: int = 8, lr: float = 1e-2,
                  lr_factor: Callable[[int], float] | None = None,
                  clip_norm: float | None = 10.0, betas: tuple[float, float] = (0.9, 0.999),
-                 eps: float = 1e-8, stl: bool | None = None, backend: str = "graph") -> None:
+                 eps: float = 1e-8, stl: bool | None = None, backend: str = "script") -> None:
         if not isinstance(guide, AutoFlowGuide):
             raise TypeError(f"CompiledSVI: the guide must be an AutoFlowGuide, got "
                             f"{type(guide).__name__}")
@@ -135,35 +138,47 @@ class CompiledSVI:
         guide = self.guide
         flow = guide._live_flow(flat)
         loc, scale = guide._loc_scale(affine)
-        u, flow_ladj = flow.call_and_ladj(eps)
+        stl = self.stl and not value_only
+        if stl:  # one pass gives the draws, their log-det and the Jacobian STL needs
+            u, flow_ladj, jac = self._flow_and_jacobian(flow, eps)
+        else:
+            u, flow_ladj = flow.call_and_ladj(eps)
         diagonal = scale.dim() == 1
         z = loc + (u * scale if diagonal else u @ scale.transpose(-1, -2))
         log_det_scale = (scale if diagonal else scale.diagonal()).log().sum()
         log_q = guide.get_base_dist().log_prob(eps) - flow_ladj - log_det_scale
         log_p = potential(z)
         value = -(log_p - log_q).mean()
-        if value_only or not self.stl:
+        if not stl:
             return value, value
-        v = self._score_direction(affine, flat, eps)
+        v = self._score_direction(scale.detach(), eps, jac)
         path = (v * z).sum(-1)
         return value, -(log_p - log_q.detach() - (path - path.detach())).mean()
 
-    def _score_direction(self, affine: Tensor, flat: Tensor, eps: Tensor) -> Tensor:
-        """``v = grad_z log q(z)`` at ``z = T(eps)`` with every parameter detached."""
-        guide = self.guide
-        frozen = guide._frozen_flow(flat)
-        _, scale = guide._loc_scale(affine.detach())
-        base = guide.get_base_dist()
+    @staticmethod
+    def _flow_and_jacobian(flow: Callable, eps: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """``u = f(eps)``, ``log|det J_f(eps)|`` (both differentiable in the flow's parameters)
+        and the detached ``(M, D + 1, D)`` Jacobian of ``(u, log|det J_f|)`` in ``eps``, from
+        one reverse-mode pass per output row."""
 
-        def flow_single(e: Tensor) -> Tensor:
-            return frozen.call_and_ladj(e[None])[0][0]
+        def single(e: Tensor) -> tuple[Tensor, tuple[Tensor, Tensor]]:
+            u, ladj = flow.call_and_ladj(e[None])
+            return torch.cat([u[0], ladj]), (u[0], ladj[0])
 
-        def log_q_single(e: Tensor) -> Tensor:  # log q up to the constant log|det L|
-            return base.log_prob(e[None])[0] - frozen.call_and_ladj(e[None])[1][0]
+        jac, (u, ladj) = torch.vmap(torch.func.jacrev(single, has_aux=True))(eps)
+        return u, ladj, jac.detach()
 
-        jac = torch.vmap(torch.func.jacrev(flow_single))(eps)  # (M, D, D): du_i / deps_j
-        grad = torch.vmap(torch.func.grad(log_q_single))(eps)  # (M, D)
-        w = torch.linalg.solve(jac.transpose(-1, -2), grad)  # J_f^T w = g
+    def _score_direction(self, scale: Tensor, eps: Tensor, jac: Tensor) -> Tensor:
+        """``v = grad_z log q(z)`` at ``z = mu + L f(eps)`` under detached parameters, from the
+        Jacobian of ``(f, log|det J_f|)`` at ``eps``: ``v = L^-T J_f^-T grad_eps[log p0 -
+        log|det J_f|]``."""
+        base = self.guide.get_base_dist()
+        with torch.enable_grad():
+            e = eps.detach().requires_grad_()
+            (grad_base,) = torch.autograd.grad(base.log_prob(e).sum(), [e])
+        dim = eps.shape[-1]
+        grad = grad_base - jac[:, dim]  # grad_eps log q, up to the constant log|det L|
+        w = torch.linalg.solve(jac[:, :dim].transpose(-1, -2), grad)  # J_f^T w = g
         if scale.dim() == 1:
             return (w / scale).detach()  # z = mu + L u: v = L^-T w
         return torch.linalg.solve_triangular(scale.transpose(-1, -2), w[..., None],
@@ -246,8 +261,6 @@ class CompiledSVI:
 
         potential = self.potential(args, kwargs)
         example = self._inputs(self._draw())
-        if self.stl:
-            self.guide._frozen_flow()  # build the detached twin (a deep copy) before tracing
         with pyro.validation_enabled(False), warnings.catch_warnings():
             warnings.simplefilter("ignore")
             try:
@@ -261,6 +274,8 @@ class CompiledSVI:
         fn: Callable = graph
         if self.backend == "inductor":
             fn = self._compiled(graph, example)
+        elif self.backend == "script":
+            fn = self._scripted(graph, example)
         self._fn, self._captured = fn, (args, kwargs)
 
     def _check(self, graph: Callable, potential: Callable) -> None:
@@ -290,6 +305,19 @@ class CompiledSVI:
         except Exception as err:  # noqa: BLE001 - fall back, never crash
             warnings.warn(f"CompiledSVI: torch.compile failed ({_first_line(err)}); running the "
                           "traced graph without compiling it", stacklevel=3)
+            self.backend = "graph"
+            return graph
+
+    def _scripted(self, graph: Callable, example: tuple) -> Callable:
+        try:
+            with torch.no_grad(), warnings.catch_warnings():
+                warnings.simplefilter("ignore", DeprecationWarning)
+                scripted = torch.jit.trace(graph, example, check_trace=False)
+                scripted(*example)
+            return scripted
+        except Exception as err:  # noqa: BLE001 - fall back, never crash
+            warnings.warn(f"CompiledSVI: TorchScript failed ({_first_line(err)}); running the "
+                          "traced graph from Python", stacklevel=3)
             self.backend = "graph"
             return graph
 

@@ -37,8 +37,8 @@ FIT_BASE_DF = 15.0
 otherwise: Gaussian-tailed guides leave PSIS k-hat above 0.7 on near-Gaussian and skewed real
 posteriors (the logit of a simplex, a regression's scale); see ``BENCHMARKS.md``."""
 _FIT_COUNT = itertools.count()
-COMPILE_MODES = ("auto", "off", "graph", "inductor")
-AUTO_BACKEND = "graph"
+COMPILE_MODES = ("auto", "off", "graph", "script", "inductor")
+AUTO_BACKEND = "script"
 """The captured step's backend under ``Recipe(compile="auto")`` (see ``BENCHMARKS.md``)."""
 
 
@@ -55,7 +55,7 @@ class Recipe:
     ``compile`` chooses the step: ``"off"`` is Pyro's ``Trace_ELBO`` (vectorised particles
     where the model broadcasts), the others the captured step
     (:class:`~pyro_flowvi.autoguide.compiled.CompiledSVI`, the same estimator and update) with
-    its ``"graph"`` or ``"inductor"`` backend; ``"auto"`` is the backend
+    with that backend (:data:`~pyro_flowvi.autoguide.compiled.BACKENDS`); ``"auto"`` is the backend
     :data:`AUTO_BACKEND`, falling back to ``Trace_ELBO`` with a warning that says why when the
     model cannot be captured (or silently for ``objective="mass_covering"``, which has no
     captured step).
@@ -275,7 +275,7 @@ def _compiled_step(guide: AutoFlowGuide, recipe: Recipe, schedule: RecipeSchedul
     """The captured step of the recipe, or ``None`` for Pyro's ``Trace_ELBO`` (with a warning
     naming the reason when the model cannot be captured)."""
     if recipe.compile == "off" or recipe.objective != "elbo":
-        if recipe.compile in ("graph", "inductor"):
+        if recipe.compile not in ("off", "auto"):
             warnings.warn(f"fit: objective={recipe.objective!r} has no captured step; training "
                           "with the eager objective", stacklevel=3)
         return None

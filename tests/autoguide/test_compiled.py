@@ -108,6 +108,13 @@ def test_the_traced_step_is_adam_on_those_gradients(float64, arch, stl):
         assert not torch.equal(got, before[0] if got.shape == before[0].shape else before[1])
 
 
+def _score_direction(svi, eps):
+    flow = svi.guide._live_flow()
+    _, scale = svi.guide._loc_scale()
+    _, _, jac = svi._flow_and_jacobian(flow, eps)
+    return svi._score_direction(scale.detach(), eps, jac)
+
+
 def test_the_score_direction_is_the_closed_form_for_a_gaussian_guide(float64):
     # arch "gaussian": q = N(mu, L L^T), so grad_z log q = -(L L^T)^-1 (z - mu), with no inverse
     # of any flow involved; and a Sylvester flow (no analytic inverse) gets STL too.
@@ -116,8 +123,7 @@ def test_the_score_direction_is_the_closed_form_for_a_gaussian_guide(float64):
     svi = CompiledSVI(guide)
     eps = torch.randn(5, guide.latent_dim)
     loc, scale = guide._loc_scale()
-    affine, flat = svi.params
-    v = svi._score_direction(affine, flat, eps)
+    v = _score_direction(svi, eps)
     z = loc + eps @ scale.T
     expected = -torch.cholesky_solve((z - loc).T, scale).T
     assert torch.allclose(v, expected.detach(), atol=1e-10)
@@ -125,8 +131,7 @@ def test_the_score_direction_is_the_closed_form_for_a_gaussian_guide(float64):
     svi = CompiledSVI(syl, stl=True)
     pyro.set_rng_seed(3)
     eps = syl.get_base_dist().sample((4,))
-    affine, flat = svi.params
-    v = svi._score_direction(affine, flat, eps)
+    v = _score_direction(svi, eps)
     # against a central difference of log q along a direction d at z = T(eps): moving eps by
     # J^-1 (h d) moves z by h d to first order (the second-order terms cancel centrally)
     flow = syl._live_flow()
@@ -201,6 +206,41 @@ def test_a_failing_torch_compile_warns_and_runs_the_traced_graph(monkeypatch):
     assert math.isfinite(svi.step(*args))
 
 
+def test_failing_torchscript_warns_and_runs_the_traced_graph(monkeypatch):
+    model, args, _ = _data("regression")
+    guide = _perturbed_guide(model, args, "iaf", True)
+
+    def broken(*a, **k):
+        raise RuntimeError("TorchScript was removed")
+
+    monkeypatch.setattr(torch.jit, "trace", broken)
+    svi = CompiledSVI(guide, backend="script")
+    with pytest.warns(UserWarning, match="TorchScript failed.*removed.*from Python"):
+        svi.capture(*args)
+    assert svi.backend == "graph"
+    assert math.isfinite(svi.step(*args))
+
+
+def _three_steps(model, args, backend):
+    guide = _perturbed_guide(model, args, "iaf", True)
+    svi = CompiledSVI(guide, backend=backend)
+    pyro.set_rng_seed(4)
+    losses = [svi.step(*args) for _ in range(3)]
+    return svi.backend, losses, [p.clone() for p in svi.params]
+
+
+@pytest.mark.parametrize("name", ["eight_schools", "regression"])
+def test_the_script_backend_takes_the_same_steps_as_the_graph(float64, name):
+    model, args, _ = _data(name)
+    backend, losses, params = _three_steps(model, args, "script")
+    assert backend == "script"  # TorchScript ran (no fallback on this torch)
+    _, expected_losses, expected_params = _three_steps(model, args, "graph")
+    assert losses == pytest.approx(expected_losses, rel=1e-10)
+    assert losses[0] != losses[2]  # the parameters moved between steps
+    for a, b in zip(params, expected_params, strict=True):
+        assert torch.allclose(a, b, rtol=1e-10, atol=1e-12)
+
+
 def test_a_nonfinite_step_changes_nothing():
     def walled(y):  # finite only within 0.001 of x = -3, where the guide starts
         x = pyro.sample("x", dist.Normal(0.0, 1.0))
@@ -266,16 +306,12 @@ def test_the_inductor_backend_takes_the_same_step_as_the_graph(float64):
     model, args, _ = _data("regression")
     steps = {}
     for backend in ("graph", "inductor"):
-        guide = _perturbed_guide(model, args, "iaf", True)
-        svi = CompiledSVI(guide, backend=backend)
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            svi.capture(*args)
-        if backend == "inductor" and svi.backend == "graph":  # no compiler on this machine
+            used, losses, params = _three_steps(model, args, backend)
+        if backend == "inductor" and used == "graph":  # no compiler on this machine
             assert any("torch.compile failed" in str(w.message) for w in caught)
-        pyro.set_rng_seed(4)
-        losses = [svi.step(*args) for _ in range(3)]
-        steps[backend] = (losses, [p.clone() for p in svi.params])
+        steps[backend] = (losses, params)
     assert steps["graph"][0] == pytest.approx(steps["inductor"][0], rel=1e-9)
     for a, b in zip(steps["graph"][1], steps["inductor"][1], strict=True):
         assert torch.allclose(a, b, atol=1e-9)
