@@ -14,6 +14,7 @@ from torch import Tensor
 
 from pyro_flowvi.autoguide.flow_guide import AutoFlowGuide
 from pyro_flowvi.autoguide.potential import UnconstrainedLogDensity
+from pyro_flowvi.flows import arch_spec
 from pyro_flowvi.importance import subsampled_plates
 
 __all__ = ["BACKENDS", "CaptureError", "CompiledSVI"]
@@ -116,6 +117,11 @@ class CompiledSVI:
         self.betas, self.adam_eps = betas, eps
         self.stl = guide.stl if stl is None else bool(stl)
         self.backend = backend
+        spec = arch_spec(guide.arch)
+        self.score_by_inverse = spec.has_inverse and not spec.autoregressive
+        """STL's ``grad_z log q`` through the flow's inverse where that is one pass (coupling
+        and elementwise flows); from the flow's Jacobian (a solve) where the inverse is ``D``
+        sequential passes (autoregressive flows) or does not exist."""
         self.num_steps = 0
         self.names = [guide._pyro_get_fullname(n) for n in ("affine_white", "flow_packed")]
         params = self.params
@@ -132,14 +138,35 @@ class CompiledSVI:
         return [store.get_param(name).unconstrained() for name in self.names]
 
     # -- the traced function ----------------------------------------------------------------------
+    def _loss_and_grads(self, potential: Callable[[Tensor], Tensor], affine: Tensor,
+                        flat: Tensor, eps: Tensor) -> tuple[Tensor, list[Tensor]]:
+        """The loss on the draws ``eps`` and its gradients in ``affine`` and ``flat``.  The flow
+        computes with one leaf tensor per parameter (sharing ``flat``'s memory) and their
+        gradients are concatenated once: differentiating through views of ``flat`` would add
+        one ``flat``-sized gradient per view."""
+        layout = self.guide._flow_layout
+        with torch.enable_grad():
+            a = affine.detach().requires_grad_()
+            parts = [v.detach().requires_grad_() for v in layout.views(flat.detach())]
+            value, loss = self._loss_terms(potential, a, flat, eps, parts=parts)
+            grads = torch.autograd.grad(loss, [a, *parts], allow_unused=True)
+        grads = [torch.zeros_like(x) if g is None else g
+                 for x, g in zip([a, *parts], grads, strict=True)]
+        flat_grad = torch.cat([g.reshape(-1) for g in grads[1:]]) if parts else \
+            torch.zeros_like(flat)
+        return value.detach(), [grads[0], flat_grad]
+
     def _loss_terms(self, potential: Callable[[Tensor], Tensor], affine: Tensor, flat: Tensor,
-                    eps: Tensor, value_only: bool = False) -> tuple[Tensor, Tensor]:
-        """(loss value, loss to differentiate) on the draws ``eps``."""
+                    eps: Tensor, value_only: bool = False, parts: list[Tensor] | None = None
+                    ) -> tuple[Tensor, Tensor]:
+        """(loss value, loss to differentiate) on the draws ``eps``; the flow computes with
+        ``parts`` (tensors per parameter) where given, else with views of ``flat``."""
         guide = self.guide
-        flow = guide._live_flow(flat)
+        flow = guide._live_flow(flat if parts is None else parts)
         loc, scale = guide._loc_scale(affine)
         stl = self.stl and not value_only
-        if stl:  # one pass gives the draws, their log-det and the Jacobian STL needs
+        jac = None
+        if stl and not self.score_by_inverse:  # one pass: the draws, log-det and Jacobian
             u, flow_ladj, jac = self._flow_and_jacobian(flow, eps)
         else:
             u, flow_ladj = flow.call_and_ladj(eps)
@@ -151,7 +178,10 @@ class CompiledSVI:
         value = -(log_p - log_q).mean()
         if not stl:
             return value, value
-        v = self._score_direction(scale.detach(), eps, jac)
+        if jac is None:
+            v = self._score_by_inverse(flat, loc.detach(), scale.detach(), z.detach())
+        else:
+            v = self._score_direction(scale.detach(), eps, jac)
         path = (v * z).sum(-1)
         return value, -(log_p - log_q.detach() - (path - path.detach())).mean()
 
@@ -167,6 +197,21 @@ class CompiledSVI:
 
         jac, (u, ladj) = torch.vmap(torch.func.jacrev(single, has_aux=True))(eps)
         return u, ladj, jac.detach()
+
+    def _score_by_inverse(self, flat: Tensor, loc: Tensor, scale: Tensor, z: Tensor) -> Tensor:
+        """``v = grad_z log q(z)`` by autograd through the detached flow's inverse (one pass for
+        a coupling flow), as eager STL scores its draws."""
+        frozen = self.guide._frozen_flow(flat)
+        with torch.enable_grad():
+            z = z.requires_grad_()
+            if scale.dim() == 1:
+                u = (z - loc) / scale
+            else:
+                u = torch.linalg.solve_triangular(scale, (z - loc)[..., None], upper=False)[..., 0]
+            eps, flow_ladj = frozen.inverse_and_ladj(u)
+            log_q = self.guide.get_base_dist().log_prob(eps) - flow_ladj
+            (v,) = torch.autograd.grad(log_q.sum(), [z])
+        return v.detach()
 
     def _score_direction(self, scale: Tensor, eps: Tensor, jac: Tensor) -> Tensor:
         """``v = grad_z log q(z)`` at ``z = mu + L f(eps)`` under detached parameters, from the
@@ -188,30 +233,30 @@ class CompiledSVI:
         beta1, beta2 = self.betas
 
         def step(eps: Tensor, lr: Tensor, count: Tensor, affine: Tensor, flat: Tensor,
-                 m_a: Tensor, v_a: Tensor, m_f: Tensor, v_f: Tensor) -> tuple[Tensor, ...]:
-            with torch.enable_grad():
-                a, f = affine.detach().requires_grad_(), flat.detach().requires_grad_()
-                value, loss = self._loss_terms(potential, a, f, eps)
-                grads = torch.autograd.grad(loss, [a, f])
-            finite = torch.isfinite(value)
-            for g in grads:
-                finite = finite & torch.isfinite(g).all()
-            t = count + 1
-            out: list[Tensor] = []
-            for p, g, m, v in ((affine, grads[0], m_a, v_a), (flat, grads[1], m_f, v_f)):
-                g = torch.where(finite, g, torch.zeros_like(g))
+                 m_a: Tensor, v_a: Tensor, m_f: Tensor, v_f: Tensor) -> tuple[Tensor, Tensor]:
+            """Updates the parameters and the Adam moments in place (few passes over memory and
+            no new parameter-sized tensors: at large ``D`` the update is memory bound); returns
+            the loss (NaN when the step was skipped) and the new count of applied steps."""
+            value, grads = self._loss_and_grads(potential, affine, flat, eps)
+            norms = [g.norm() for g in grads]  # not finite iff some element is not
+            ok = torch.isfinite(value)
+            for norm in norms:
+                ok = ok & torch.isfinite(norm)
+            t = count + ok.to(count.dtype)
+            t_safe = t.clamp(min=1)
+            bias1, bias2 = 1 - beta1 ** t_safe, 1 - beta2 ** t_safe
+            step_size = torch.where(ok, lr / bias1, torch.zeros_like(lr))
+            for p, g, m, v, norm in ((affine, grads[0], m_a, v_a, norms[0]),
+                                     (flat, grads[1], m_f, v_f, norms[1])):
+                coef = torch.ones_like(norm)
                 if self.clip_norm is not None:  # as torch.nn.utils.clip_grad_norm_, per tensor
-                    norm = g.norm()
-                    g = g * torch.clamp(self.clip_norm / (norm + 1e-6), max=1.0)
-                m_new = beta1 * m + (1 - beta1) * g
-                v_new = beta2 * v + (1 - beta2) * g * g
-                step_size = lr / (1 - beta1 ** t)
-                denom = (v_new / (1 - beta2 ** t)).sqrt() + self.adam_eps
-                p_new = p - step_size * m_new / denom
-                out += [torch.where(finite, p_new, p), torch.where(finite, m_new, m),
-                        torch.where(finite, v_new, v)]
-            skipped = torch.full_like(value, math.nan)
-            return (torch.where(finite, value, skipped), torch.where(finite, t, count), *out)
+                    coef = torch.clamp(self.clip_norm / (norm + 1e-6), max=1.0)
+                g.masked_fill_(~ok, 0.0).mul_(coef)  # a skipped step moves nothing
+                m.lerp_(g, (1 - beta1) * ok.to(g.dtype))
+                v.mul_(1 - (1 - beta2) * ok.to(g.dtype)).addcmul_(g, g, value=1 - beta2)
+                update = g.copy_(v).sqrt_().div_(bias2.sqrt()).add_(self.adam_eps)  # g's memory
+                p.sub_(update.reciprocal_().mul_(m).mul_(step_size))
+            return torch.where(ok, value, torch.full_like(value, math.nan)), t
 
         return step
 
@@ -260,7 +305,9 @@ class CompiledSVI:
         from torch.fx.experimental.proxy_tensor import make_fx
 
         potential = self.potential(args, kwargs)
-        example = self._inputs(self._draw())
+        example = self._inputs(self._draw(), copies=True)
+        if self.stl and self.score_by_inverse:
+            self.guide._frozen_flow()  # build the detached twin (a deep copy) before tracing
         with pyro.validation_enabled(False), warnings.catch_warnings():
             warnings.simplefilter("ignore")
             try:
@@ -283,7 +330,7 @@ class CompiledSVI:
         density changes between calls (randomness, hidden state) is refused."""
         with torch.no_grad(), pyro.validation_enabled(False):
             for scale in (1.0, 2.0):
-                inputs = self._inputs(scale * self._draw())
+                inputs = self._inputs(scale * self._draw(), copies=True)
                 traced = graph(*inputs)[0]
                 eager = self._loss_terms(potential, self.params[0], self.params[1], inputs[0],
                                          value_only=True)[0]
@@ -325,11 +372,16 @@ class CompiledSVI:
     def _draw(self) -> Tensor:
         return self.guide.get_base_dist().sample((self.num_particles,))
 
-    def _inputs(self, eps: Tensor, params: list[Tensor] | None = None) -> tuple[Tensor, ...]:
-        affine, flat = self.params if params is None else params
+    def _inputs(self, eps: Tensor, copies: bool = False) -> tuple[Tensor, ...]:
+        """The step's inputs; the step updates the last six in place, so ``copies`` gives
+        copies of them (for runs that must change nothing: tracing, checks, warm-up)."""
+        affine, flat = self.params
         lr = affine.new_tensor(self.lr * self.lr_factor(self.num_steps))
         (m_a, v_a), (m_f, v_f) = self.state
-        return (eps, lr, self.count, affine.detach(), flat.detach(), m_a, v_a, m_f, v_f)
+        mutable = (self.count, affine.detach(), flat.detach(), m_a, v_a, m_f, v_f)
+        if copies:
+            mutable = tuple(x.clone() for x in mutable)
+        return (eps, lr, *mutable)
 
     def step(self, *args: Any, **kwargs: Any) -> float:
         """One step on fresh base draws; returns the loss (-ELBO estimate) of the parameters
@@ -342,13 +394,8 @@ class CompiledSVI:
                 kwargs[k] is not v for k, v in captured[1].items()):
             self.capture(*args, **kwargs)
         assert self._fn is not None
-        params = self.params
-        with torch.no_grad():
-            value, count, *new = self._fn(*self._inputs(self._draw(), params))
-            for p, value_new in zip(params, new[0::3], strict=True):
-                p.copy_(value_new)
-            self.state = [(new[1], new[2]), (new[4], new[5])]
-            self.count = count
+        with torch.no_grad():  # the parameters and moments change in place
+            value, self.count = self._fn(*self._inputs(self._draw()))
         loss = float(value)
         if math.isfinite(loss):
             self.num_steps += 1  # the rate schedule counts applied steps, as LambdaLR would
@@ -370,9 +417,7 @@ class CompiledSVI:
         base draws ``eps`` ``(M, D)``, computed eagerly by the function the step traces (for
         checks against ``Trace_ELBO`` on the same draws)."""
         potential = self.potential(args, kwargs)
-        affine, flat = (p.detach().requires_grad_() for p in self.params)
-        value, loss = self._loss_terms(potential, affine, flat, eps)
-        return value.detach(), list(torch.autograd.grad(loss, [affine, flat]))
+        return self._loss_and_grads(potential, *self.params, eps)
 
     def evaluate_loss(self, *args: Any, **kwargs: Any) -> float:
         """The loss on fresh draws without updating (as ``SVI.evaluate_loss``)."""

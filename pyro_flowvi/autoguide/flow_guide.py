@@ -285,10 +285,10 @@ class AutoFlowGuide(FlowGuideSummaries, AutoContinuous):
         """Diagonal scale (``base="diagonal"``) or lower-triangular scale (``base="full"``)."""
         return self._loc_scale()[1]
 
-    def _live_flow(self, flat: Tensor | None = None) -> nn.Module:
+    def _live_flow(self, flat: Tensor | list[Tensor] | None = None) -> nn.Module:
         """The flow with views of ``flat`` (default: the current ``flow_packed``, read through
         the param store, so a loaded store takes effect and SVI sees the parameter) installed as
-        its parameters."""
+        its parameters; or a list of tensors, one per parameter (``PackedParameters.install``)."""
         flow = self._modules["flow"]
         self._flow_layout.install(flow, self.flow_packed if flat is None else flat)
         return flow

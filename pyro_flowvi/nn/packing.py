@@ -87,10 +87,18 @@ class PackedParameters:
         return [flat.narrow(0, start, n).view(shape) for start, n, shape in
                 zip(self.offsets, self.numels, self.shapes, strict=True)]
 
-    def install(self, module: nn.Module, flat: Tensor) -> None:
+    def install(self, module: nn.Module, flat: Tensor | list[Tensor]) -> None:
         """Set views of ``flat`` as the parameters of ``module`` (this layout's module or a
-        structural copy of it)."""
-        views = self.views(flat)
+        structural copy of it); or, given a list, its tensors (one per distinct parameter, as
+        :meth:`views` returns them): e.g. leaf tensors to differentiate with respect to, whose
+        gradients are then concatenated once, where the views of one flat vector would each
+        spread their gradient over the whole vector."""
+        views = self.views(flat) if isinstance(flat, Tensor) else flat
+        if not isinstance(flat, Tensor) and (len(views) != len(self.shapes) or any(
+                v.shape != shape for v, shape in zip(views, self.shapes, strict=False))):
+            raise ValueError(f"PackedParameters: expected tensors of shapes "
+                             f"{[tuple(s) for s in self.shapes]}, got "
+                             f"{[tuple(v.shape) for v in views]}")
         for sub, (_, name), piece in zip(self._submodules(module), self.slots,
                                          self.piece_of_slot, strict=True):
             sub.__dict__[name] = views[piece]

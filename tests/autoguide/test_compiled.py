@@ -115,6 +115,28 @@ def _score_direction(svi, eps):
     return svi._score_direction(scale.detach(), eps, jac)
 
 
+@pytest.mark.parametrize("base", ["diagonal", "full"])
+def test_coupling_flows_score_through_the_inverse_as_through_the_jacobian(float64, base):
+    model, args, _ = _data("eight_schools")
+    pyro.clear_param_store()
+    pyro.set_rng_seed(0)
+    guide = AutoFlowGuide(model, "realnvp", warm_start=None, stl=True, base=base)
+    with torch.no_grad():
+        guide(*args)
+        guide.flow_packed.add_(0.1 * torch.randn_like(guide.flow_packed))
+        guide.affine_white.add_(0.1 * torch.randn_like(guide.affine_white))
+    svi = CompiledSVI(guide)
+    assert svi.score_by_inverse and not CompiledSVI(_perturbed_guide(model, args, "iaf", True)
+                                                     ).score_by_inverse
+    eps = guide.get_base_dist().sample((6,))
+    loc, scale = guide._loc_scale()
+    u, _ = guide._live_flow().call_and_ladj(eps)
+    z = loc + (u * scale if base == "diagonal" else u @ scale.T)
+    by_inverse = svi._score_by_inverse(guide.flow_packed, loc.detach(), scale.detach(),
+                                       z.detach())
+    assert torch.allclose(by_inverse, _score_direction(svi, eps), rtol=1e-8, atol=1e-10)
+
+
 def test_the_score_direction_is_the_closed_form_for_a_gaussian_guide(float64):
     # arch "gaussian": q = N(mu, L L^T), so grad_z log q = -(L L^T)^-1 (z - mu), with no inverse
     # of any flow involved; and a Sylvester flow (no analytic inverse) gets STL too.
@@ -126,6 +148,9 @@ def test_the_score_direction_is_the_closed_form_for_a_gaussian_guide(float64):
     v = _score_direction(svi, eps)
     z = loc + eps @ scale.T
     expected = -torch.cholesky_solve((z - loc).T, scale).T
+    assert torch.allclose(v, expected.detach(), atol=1e-10)
+    assert svi.score_by_inverse  # what the step uses for this arch: the same direction
+    v = svi._score_by_inverse(svi.params[1], loc.detach(), scale.detach(), z.detach())
     assert torch.allclose(v, expected.detach(), atol=1e-10)
     syl = _perturbed_guide(model, args, "sylvester", False)
     svi = CompiledSVI(syl, stl=True)

@@ -56,3 +56,21 @@ def test_layout_installs_into_a_structural_copy_and_checks_the_length(float64):
         f"{path}.{name}" for path, name in packed.slots}
     with pytest.raises(ValueError, match=r"flat vector of shape \(\d+,\)"):
         packed.install(flow, flat[:-1])
+
+
+def test_installing_one_leaf_per_parameter_gives_the_flat_gradient(float64):
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 2))
+    layout = PackedParameters(net)
+    x = torch.randn(5, 3)
+    flat = (layout.initial + 0.1 * torch.randn(layout.numel)).requires_grad_()
+    layout.install(net, flat)
+    (expected,) = torch.autograd.grad(net(x).pow(2).sum(), [flat])
+    parts = [v.detach().requires_grad_() for v in layout.views(flat.detach())]
+    layout.install(net, parts)
+    grads = torch.autograd.grad(net(x).pow(2).sum(), parts)
+    assert torch.equal(torch.cat([g.reshape(-1) for g in grads]), expected)
+    with pytest.raises(ValueError, match="expected tensors of shapes"):
+        layout.install(net, parts[:-1])
+    with pytest.raises(ValueError, match="expected tensors of shapes"):
+        layout.install(net, [p.t() for p in parts])
