@@ -9,9 +9,11 @@ Gaussian, AR(1) with rho = 0.9, D = 1000) and ``gauss10000`` (independent, scale
 * ``flow-eager``: ``AutoFlowGuide(model)`` (its defaults) with Pyro's ``Trace_ELBO``;
 * ``flow-graph`` / ``flow-script`` / ``flow-inductor``: the same guide with
   :class:`~pyro_flowvi.autoguide.compiled.CompiledSVI` (the traced step run from Python, by
-  TorchScript, or compiled by ``torch.compile``); a name ending in ``-nostl`` (e.g.
-  ``flow-script-nostl``, not in the default list) trains without sticking the landing, for
-  the cost of STL;
+  TorchScript, or compiled by ``torch.compile``); a name ending in ``-stl`` or ``-nostl``
+  (e.g. ``flow-script-nostl``, not in the default list) trains with or without sticking the
+  landing (the guide's default: on for iaf up to D = 64), for the cost of STL; the
+  environment variable ``BENCH_SPEED_ARCH`` (default ``iaf``) picks another arch for the
+  ``flow-*`` rows;
 * ``pyro-normal`` / ``pyro-iaf``: Pyro's ``AutoNormal`` / ``AutoIAFNormal(num_transforms=2)``
   with ``Trace_ELBO``;
 * ``numpyro-normal`` / ``numpyro-iaf`` / ``numpyro-bnaf``: NumPyro's ``AutoNormal``,
@@ -21,7 +23,7 @@ Gaussian, AR(1) with rho = 0.9, D = 1000) and ``gauss10000`` (independent, scale
 Every guide takes 8 vectorised particles per step and Adam at ``--lr``.  The per-step time is
 the median over ``--rounds`` interleaved rounds of ``--steps`` steps each, one thread (torch and
 XLA), set-up (warm start, tracing, compiling, JIT) excluded and reported apart.  Then each guide
-trains from scratch for ``--converge-steps`` steps: time to converge is the wall time
+trains from scratch (seed 0) for ``--converge-steps`` steps: time to converge is the wall time
 (set-up included) until the 50-step running mean of the loss first comes within 0.05 nats of
 the mean of the last 200 steps, which is also reported (the final -ELBO: lower is better).
 
@@ -146,8 +148,10 @@ class PyroRunner(Runner):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             if name.startswith("flow"):
+                stl = {"-nostl": False, "-stl": True}.get("-" + name.rsplit("-", 1)[-1])
                 guide = AutoFlowGuide(model, name=prefix.replace("-", "_"),
-                                      **({"stl": False} if name.endswith("-nostl") else {}))
+                                      arch=os.environ.get("BENCH_SPEED_ARCH", "iaf"),
+                                      **({} if stl is None else {"stl": stl}))
             elif name == "pyro-normal":
                 guide = AutoNormal(model)
             else:
@@ -262,6 +266,7 @@ def per_step(runners: list[Runner], rounds: int, steps: int) -> dict[str, float]
 
 def converge(name: str, target: str, lr: float, steps: int) -> dict[str, float]:
     pyro.clear_param_store()
+    pyro.set_rng_seed(0)  # the torch guides of one architecture start and draw alike
     start = time.perf_counter()
     runner = make_runner(name, target, lr)
     stamps, losses = [], []
@@ -298,7 +303,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default="outputs/bench_speed")
     parser.add_argument("--targets", nargs="+", default=list(TARGETS), choices=TARGETS)
     parser.add_argument("--guides", nargs="+", default=list(GUIDES),
-                        help=f"of {GUIDES}; a flow-<backend> name may end in -nostl")
+                        help=f"of {GUIDES}; a flow-<backend> name may end in -stl or -nostl")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--steps", type=int, default=50)
     parser.add_argument("--converge-steps", type=int, default=2000)
@@ -308,10 +313,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="also the peak RSS of each torch guide, one fresh process each")
     args = parser.parse_args(argv)
     unknown = [g for g in args.guides if g not in GUIDES and not (
-        g.endswith("-nostl") and g.startswith("flow-") and g.removesuffix("-nostl") in GUIDES)]
+        g.startswith("flow-") and g.rsplit("-", 1)[0] in GUIDES and g.endswith("stl"))]
     if unknown:
         parser.error(f"unknown guides {unknown}: choose from {GUIDES} (flow ones may end in "
-                     "-nostl)")
+                     "-stl or -nostl)")
     torch.set_num_threads(1)
     torch.set_default_device(args.device)
     os.environ.setdefault("XLA_FLAGS", "--xla_cpu_multi_thread_eigen=false "
