@@ -27,7 +27,7 @@ $PY -c "import torch, pyro; print('torch', torch.__version__, 'pyro', pyro.__ver
 echo "== 1. CUDA tests"
 timeout 120 $PY -m pytest -q -m cuda -p no:cacheprovider tests 2>&1 | tail -15 | tee "$OUT/cuda_tests.txt"
 echo "== 2. speed rows"
-timeout 200 $PY benchmarks/bench_speed.py --device cuda --guides flow-eager flow-graph \
+timeout 200 $PY benchmarks/bench_speed.py --device cuda --guides flow-eager flow-script \
   flow-inductor pyro-normal pyro-iaf --targets eight_schools hier_logistic gauss1000 gauss10000 \
   --rounds 3 --steps 20 --converge-steps 0 --out "$OUT/speed" 2>&1 | tail -40 | tee "$OUT/speed.txt"
 echo "== 3. flows throughput"

@@ -318,11 +318,7 @@ class CompiledSVI:
                     f"latents' values, or an operation without a vmap rule?): {_first_line(err)}"
                 ) from err
         self._check(graph, potential)
-        fn: Callable = graph
-        if self.backend == "inductor":
-            fn = self._compiled(graph, example)
-        elif self.backend == "script":
-            fn = self._scripted(graph, example)
+        fn = graph if self.backend == "graph" else self._run_by_backend(graph, example)
         self._fn, self._captured = fn, (args, kwargs)
 
     def _check(self, graph: Callable, potential: Callable) -> None:
@@ -343,28 +339,22 @@ class CompiledSVI:
                         f"vs {float(eager):.6g} on the same draws): the model's density changes "
                         "between calls or depends on Python-side state")
 
-    def _compiled(self, graph: Callable, example: tuple) -> Callable:
-        try:
-            compiled = torch.compile(graph, fullgraph=True, dynamic=False)
-            with torch.no_grad():
-                compiled(*example)
-            return compiled
-        except Exception as err:  # noqa: BLE001 - fall back, never crash
-            warnings.warn(f"CompiledSVI: torch.compile failed ({_first_line(err)}); running the "
-                          "traced graph without compiling it", stacklevel=3)
-            self.backend = "graph"
-            return graph
-
-    def _scripted(self, graph: Callable, example: tuple) -> Callable:
+    def _run_by_backend(self, graph: Callable, example: tuple) -> Callable:
+        """The traced graph as the backend runs it; warns and returns the graph itself if the
+        backend fails (never crashes)."""
+        what = "torch.compile" if self.backend == "inductor" else "TorchScript"
         try:
             with torch.no_grad(), warnings.catch_warnings():
-                warnings.simplefilter("ignore", DeprecationWarning)
-                scripted = torch.jit.trace(graph, example, check_trace=False)
-                scripted(*example)
-            return scripted
+                warnings.simplefilter("ignore", DeprecationWarning)  # torch.jit's
+                if self.backend == "inductor":
+                    fn = torch.compile(graph, fullgraph=True, dynamic=False)
+                else:
+                    fn = torch.jit.trace(graph, example, check_trace=False)
+                fn(*example)  # compiles (inductor) or runs TorchScript's profiling pass
+            return fn
         except Exception as err:  # noqa: BLE001 - fall back, never crash
-            warnings.warn(f"CompiledSVI: TorchScript failed ({_first_line(err)}); running the "
-                          "traced graph from Python", stacklevel=3)
+            warnings.warn(f"CompiledSVI: {what} failed ({_first_line(err)}); running the traced "
+                          "graph from Python instead", stacklevel=3)
             self.backend = "graph"
             return graph
 
