@@ -14,6 +14,7 @@ from torch import Tensor
 
 from pyro_flowvi.autoguide.flow_guide import AutoFlowGuide
 from pyro_flowvi.autoguide.potential import UnconstrainedLogDensity
+from pyro_flowvi.autoguide.score_direction import flow_and_jacobian, score_by_inverse, score_by_jacobian
 from pyro_flowvi.flows import arch_spec
 from pyro_flowvi.importance import subsampled_plates
 
@@ -168,7 +169,7 @@ class CompiledSVI:
         stl = self.stl and not value_only
         jac = None
         if stl and not self.score_by_inverse:  # one pass: the draws, log-det and Jacobian
-            u, flow_ladj, jac = self._flow_and_jacobian(flow, eps)
+            u, flow_ladj, jac = flow_and_jacobian(flow, eps)
         else:
             u, flow_ladj = flow.call_and_ladj(eps)
         diagonal = scale.dim() == 1
@@ -180,55 +181,12 @@ class CompiledSVI:
         if not stl:
             return value, value
         if jac is None:
-            v = self._score_by_inverse(flat, loc.detach(), scale.detach(), z.detach())
+            v = score_by_inverse(guide._frozen_flow(flat), guide.get_base_dist(), loc.detach(),
+                                 scale.detach(), z.detach())
         else:
-            v = self._score_direction(scale.detach(), eps, jac)
+            v = score_by_jacobian(guide.get_base_dist(), scale.detach(), eps, jac)
         path = (v * z).sum(-1)
         return value, -(log_p - log_q.detach() - (path - path.detach())).mean()
-
-    @staticmethod
-    def _flow_and_jacobian(flow: Callable, eps: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """``u = f(eps)``, ``log|det J_f(eps)|`` (both differentiable in the flow's parameters)
-        and the detached ``(M, D + 1, D)`` Jacobian of ``(u, log|det J_f|)`` in ``eps``, from
-        one reverse-mode pass per output row."""
-
-        def single(e: Tensor) -> tuple[Tensor, tuple[Tensor, Tensor]]:
-            u, ladj = flow.call_and_ladj(e[None])
-            return torch.cat([u[0], ladj]), (u[0], ladj[0])
-
-        jac, (u, ladj) = torch.vmap(torch.func.jacrev(single, has_aux=True))(eps)
-        return u, ladj, jac.detach()
-
-    def _score_by_inverse(self, flat: Tensor, loc: Tensor, scale: Tensor, z: Tensor) -> Tensor:
-        """``v = grad_z log q(z)`` by autograd through the detached flow's inverse (one pass for
-        a coupling flow), as eager STL scores its draws."""
-        frozen = self.guide._frozen_flow(flat)
-        with torch.enable_grad():
-            z = z.requires_grad_()
-            if scale.dim() == 1:
-                u = (z - loc) / scale
-            else:
-                u = torch.linalg.solve_triangular(scale, (z - loc)[..., None], upper=False)[..., 0]
-            eps, flow_ladj = frozen.inverse_and_ladj(u)
-            log_q = self.guide.get_base_dist().log_prob(eps) - flow_ladj
-            (v,) = torch.autograd.grad(log_q.sum(), [z])
-        return v.detach()
-
-    def _score_direction(self, scale: Tensor, eps: Tensor, jac: Tensor) -> Tensor:
-        """``v = grad_z log q(z)`` at ``z = mu + L f(eps)`` under detached parameters, from the
-        Jacobian of ``(f, log|det J_f|)`` at ``eps``: ``v = L^-T J_f^-T grad_eps[log p0 -
-        log|det J_f|]``."""
-        base = self.guide.get_base_dist()
-        with torch.enable_grad():
-            e = eps.detach().requires_grad_()
-            (grad_base,) = torch.autograd.grad(base.log_prob(e).sum(), [e])
-        dim = eps.shape[-1]
-        grad = grad_base - jac[:, dim]  # grad_eps log q, up to the constant log|det L|
-        w = torch.linalg.solve(jac[:, :dim].transpose(-1, -2), grad)  # J_f^T w = g
-        if scale.dim() == 1:
-            return (w / scale).detach()  # z = mu + L u: v = L^-T w
-        return torch.linalg.solve_triangular(scale.transpose(-1, -2), w[..., None],
-                                             upper=True)[..., 0].detach()
 
     def _step_fn(self, potential: Callable[[Tensor], Tensor]) -> Callable:
         beta1, beta2 = self.betas
