@@ -118,9 +118,8 @@ class CompiledSVI:
         self.betas, self.adam_eps = betas, eps
         self.stl = guide.stl if stl is None else bool(stl)
         self.backend = backend
-        spec = arch_spec(guide.arch)
-        self.score_by_inverse = (spec.has_inverse and not spec.autoregressive
-                                 and getattr(guide._modules["flow"], "has_inverse", False))
+        self.score_by_inverse = bool(guide._modules["flow"].has_inverse
+                                     and not arch_spec(guide.arch).autoregressive)
         """STL's ``grad_z log q`` through the flow's inverse where that is one pass (coupling
         and elementwise flows); from the flow's Jacobian (a solve) where the inverse is ``D``
         sequential passes (autoregressive flows) or does not exist."""

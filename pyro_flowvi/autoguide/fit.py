@@ -54,8 +54,8 @@ class Recipe:
 
     ``compile`` chooses the step: ``"off"`` is Pyro's ``Trace_ELBO`` (vectorised particles
     where the model broadcasts), the others the captured step
-    (:class:`~pyro_flowvi.autoguide.compiled.CompiledSVI`, the same estimator and update) with
-    with that backend (:data:`~pyro_flowvi.autoguide.compiled.BACKENDS`); ``"auto"`` is the backend
+    (:class:`~pyro_flowvi.autoguide.compiled.CompiledSVI`, the same estimator and update)
+    with that backend (:data:`~pyro_flowvi.autoguide.compiled.BACKENDS`); ``"auto"`` is
     :data:`AUTO_BACKEND`, falling back to ``Trace_ELBO`` with a warning that says why when the
     model cannot be captured (or silently for ``objective="mass_covering"``, which has no
     captured step).
